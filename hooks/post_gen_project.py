@@ -1,0 +1,100 @@
+"""Prune the files of options that are off, and write a git-ignored ``.env`` with fresh secrets.
+
+Runs inside the rendered project. It needs no network and calls no other program, so that a
+render is fast, works offline and can be repeated by ``cruft update``. All Jinja stays inside
+``RAW_ANSWERS`` so the module imports unrendered for unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+RAW_ANSWERS = r"""{{ cookiecutter | jsonify }}"""
+
+# The one manifest of optional paths: each exists only when its option has the given value,
+# and is deleted otherwise. Paths are relative to the project root.
+MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
+    ("include_example", True): (
+        "app/orders",
+        "tests/orders",
+    ),
+    ("use_docker", True): (
+        "Dockerfile",
+        "compose.yaml",
+        ".dockerignore",
+    ),
+    ("ci", "github"): (".github",),
+}
+
+# Settings in .env.example whose value the hook replaces with a fresh random secret.
+SECRET_SETTINGS = ("SECRET_KEY",)
+
+
+def paths_to_prune(answers: dict[str, object]) -> list[str]:
+    """Return the manifest paths whose option does not have the value they need."""
+    return [
+        path
+        for (option, wanted), paths in MANIFEST.items()
+        if answers.get(option) != wanted
+        for path in paths
+    ]
+
+
+def prune(root: Path, paths: list[str]) -> None:
+    """Delete each path under ``root``; a missing path is a bug in the manifest, so it raises."""
+    for relative in paths:
+        target = root / relative
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+
+
+def with_fresh_secrets(example: str) -> str:
+    """Return the text of ``.env.example`` with every secret setting given a random value."""
+    for name in SECRET_SETTINGS:
+        pattern = re.compile(rf"^{name}=.*$", flags=re.MULTILINE)
+        if not pattern.search(example):
+            msg = f"{name} is missing from .env.example"
+            raise ValueError(msg)
+        example = pattern.sub(f"{name}={secrets.token_urlsafe(48)}", example)
+    return example
+
+
+def write_env(root: Path) -> bool:
+    """Create ``.env`` from ``.env.example`` unless one exists; return whether it was written."""
+    env = root / ".env"
+    if env.exists():
+        return False
+    env.write_text(with_fresh_secrets((root / ".env.example").read_text(encoding="utf-8")))
+    env.chmod(0o600)
+    return True
+
+
+def remove_rendered_copy(script: Path) -> None:
+    """Delete this rendered hook script, which cookiecutter leaves in the temp folder."""
+    if script.suffix == ".py" and script.parent.resolve() == Path(tempfile.gettempdir()).resolve():
+        script.unlink(missing_ok=True)
+
+
+def main() -> int:
+    """Prune, write ``.env`` and say what to do next."""
+    remove_rendered_copy(Path(sys.argv[0]))
+    answers = json.loads(RAW_ANSWERS)
+    root = Path.cwd()
+    prune(root, paths_to_prune(answers))
+    write_env(root)
+    print(
+        f"Created {root.name}. Next: cd {root.name} && uv run just setup && uv run just check",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

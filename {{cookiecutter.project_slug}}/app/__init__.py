@@ -1,0 +1,1 @@
+"""The service: an HTTP API, a task worker and a scheduler sharing one codebase."""

@@ -1,0 +1,1 @@
+"""Cross-cutting building blocks: database, errors, logging, request context."""

@@ -1,0 +1,1 @@
+"""Liveness and readiness endpoints for orchestrators and load balancers."""

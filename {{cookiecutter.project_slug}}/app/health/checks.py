@@ -1,0 +1,51 @@
+"""Readiness checks: each one proves that a backing service answers right now."""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import nats
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Check = Callable[[], Awaitable[None]]
+
+
+async def ping_nats(url: str, connect_timeout: int) -> None:
+    """Connect to NATS and round-trip a PING; raises when the server does not answer."""
+    # nats-py retries a refused first connection unless told otherwise: one immediate retry, then
+    # NoServersError, so a down server is reported at once instead of at the probe's timeout.
+    client = await nats.connect(
+        url,
+        connect_timeout=connect_timeout,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0,
+    )
+    try:
+        await client.flush(timeout=connect_timeout)
+    finally:
+        await client.close()
+
+
+class ReadinessProbe:
+    """Runs named checks concurrently, each under a timeout, and reports which ones failed."""
+
+    def __init__(self, checks: Mapping[str, Check], timeout: float) -> None:
+        self.checks = dict(checks)
+        self.timeout = timeout
+
+    async def _run_one(self, name: str, check: Check) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", logged below
+            log.warning("health.check_failed", check=name, error=repr(exc))
+            return False
+        return True
+
+    async def run(self) -> dict[str, bool]:
+        """Return each check's name with whether it passed."""
+        names = list(self.checks)
+        results = await asyncio.gather(*(self._run_one(name, self.checks[name]) for name in names))
+        return dict(zip(names, results, strict=True))

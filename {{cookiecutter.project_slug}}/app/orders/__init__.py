@@ -1,0 +1,1 @@
+"""The example domain: orders that a worker processes in the background."""

@@ -1,0 +1,27 @@
+"""The life cycle of an order and the moves it allows."""
+
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PROCESSING, OrderStatus.CANCELLED}),
+    OrderStatus.PROCESSING: frozenset(
+        {OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.COMPLETED: frozenset(),
+    OrderStatus.FAILED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
+    """Whether an order in ``current`` may move to ``target``."""
+    return target in ALLOWED_TRANSITIONS[current]

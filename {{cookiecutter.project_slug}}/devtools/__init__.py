@@ -1,0 +1,1 @@
+"""Helpers for development and tests; never imported by the service itself."""

