@@ -174,8 +174,8 @@ def validate(answers: dict[str, object]) -> list[str]:
             repr(allowed[0]),
         )
     for key in BOOLEANS:
-        value = answers.get(key)
-        report(key, [] if isinstance(value, bool) else ["is not a yes/no answer"], "'true'")
+        flag = answers.get(key)
+        report(key, [] if isinstance(flag, bool) else ["is not a yes/no answer"], "'true'")
     return errors
 
 

@@ -32,6 +32,8 @@ def _config(prefix: str) -> SettingsConfigDict:
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # A bad value must not print the other inputs (a database password) in the error.
+        hide_input_in_errors=True,
     )
 
 

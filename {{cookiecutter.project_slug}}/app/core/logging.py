@@ -27,6 +27,14 @@ _HANDLER_NAME = "app"
 log = structlog.get_logger(__name__)
 
 
+def _drop_color_message(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    # uvicorn passes a coloured copy of each message as an extra; it is noise in every format.
+    event.pop("color_message", None)
+    return event
+
+
 def configure_logging(settings: Settings) -> None:
     """Route structlog and stdlib logging through one formatter chosen by the settings."""
     shared: list[structlog.types.Processor] = [
@@ -34,6 +42,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor

@@ -50,12 +50,16 @@ def test_production_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> N
     settings = Settings(environment=Environment.PRODUCTION, secret_key=SecretStr("s" * 40))
     configure_logging(settings)
 
-    logging.getLogger("some.library").warning("disk %s is full", "sda")
+    logging.getLogger("some.library").warning(
+        "disk %s is full", "sda", extra={"color_message": "coloured copy", "device": "sda"}
+    )
 
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("{")
     assert '"event": "disk sda is full"' in line
     assert '"level": "warning"' in line
+    assert '"device": "sda"' in line
+    assert "coloured copy" not in line
 
 
 def test_log_format_follows_environment_unless_set() -> None:
