@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.answers import ANSWER_SETS
-from tests.conftest import Bake, project_env, run
+from tests.conftest import project_env, render, run
 
 # Services the "from environment" runs use: the machine's, unless the caller points elsewhere.
 SERVER_DATABASE_URL = os.environ.get(
@@ -56,16 +56,18 @@ Case = tuple[dict[str, object], str]
 
 
 @pytest.fixture(scope="session")
-def synced(bake: Bake) -> Synced:
-    """Render and ``uv sync`` once per answer set."""
-    done: dict[Path, Path] = {}
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
+    """Render and ``uv sync`` once per answer set, apart from the renders the fast checks read."""
+    done: dict[str, Path] = {}
 
     def _synced(answers: dict[str, object]) -> Path:
-        project = bake(**answers)
-        if project not in done:
+        key = json.dumps(answers, sort_keys=True)
+        if key not in done:
+            folder = tmp_path_factory.mktemp("deep")
+            project = render(answers, folder, folder)
             run(["uv", "sync"], cwd=project)
-            done[project] = project
-        return project
+            done[key] = project
+        return done[key]
 
     return _synced
 
