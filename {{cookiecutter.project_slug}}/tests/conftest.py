@@ -34,12 +34,12 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server, as a URL to a database that already exists on it."""
     if url := env_or_none("TEST_DATABASE_URL"):
         yield url
         return
-    with embedded_postgresql(tmp_path_factory.mktemp("postgres")) as url:
+    with embedded_postgresql() as url:
         yield url
 
 
