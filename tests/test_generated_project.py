@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,20 +58,27 @@ Case = tuple[dict[str, object], str]
 
 
 @pytest.fixture(scope="session")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
-    """Render and ``uv sync`` once per answer set, apart from the renders the fast checks read."""
+def synced() -> Iterator[Synced]:
+    """Render and ``uv sync`` once per answer set, apart from the renders the fast checks read.
+
+    The renders live outside pytest's temp folder: run as root, the embedded PostgreSQL runs as
+    another user that must reach its binaries in the project's .venv, and every pytest start
+    makes its own temp root private again.
+    """
+    root = Path(tempfile.mkdtemp(prefix="cookiecutter-deep-"))
     done: dict[str, Path] = {}
 
     def _synced(answers: dict[str, object]) -> Path:
         key = json.dumps(answers, sort_keys=True)
         if key not in done:
-            folder = tmp_path_factory.mktemp("deep")
+            folder = Path(tempfile.mkdtemp(dir=root))
             project = render(answers, folder, folder)
             run(["uv", "sync"], cwd=project)
             done[key] = project
         return done[key]
 
-    return _synced
+    yield _synced
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def services_env(**extra: str | None) -> dict[str, str]:
