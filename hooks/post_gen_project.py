@@ -21,7 +21,9 @@ RAW_ANSWERS = r"""{{ cookiecutter | jsonify }}"""
 # and is deleted otherwise. Paths are relative to the project root.
 MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
     ("include_example", True): (
+        "app/models/order.py",
         "app/orders",
+        "migrations/versions/2026_11_27_0001-0002_orders.py",
         "tests/orders",
     ),
     ("use_docker", True): (

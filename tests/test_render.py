@@ -46,7 +46,9 @@ ALWAYS_PRESENT = [
 
 LEFTOVER_JINJA = re.compile(r"\{\{\s*cookiecutter|\{%-?\s|\s-?%\}")
 # Files the generated project must never contain.
-FORBIDDEN_NAMES = re.compile(r"(^|/)(__pycache__|.*\.rej|.*\.orig|uv\.lock)$")
+FORBIDDEN_NAMES = re.compile(
+    r"(^|/)(__pycache__|\.ruff_cache|\.mypy_cache|\.pytest_cache|\.venv|.*\.rej|.*\.orig|uv\.lock)$"
+)
 
 
 def files_of(project: Path) -> list[Path]:

@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = database.create_engine(settings.database, application_name=settings.service_name)
         app.state.engine = engine
+        app.state.sessionmaker = database.create_sessionmaker(engine)
         app.state.readiness = ReadinessProbe(
             {
                 "database": partial(database.ping, engine),

@@ -3,24 +3,36 @@
 ``TEST_DATABASE_URL`` (a server to create a throwaway database on) and ``NATS_URL`` point the
 tests at running servers, as in CI or a compose stack. Unset, the fixtures start embedded
 servers in a temporary folder and stop them at the end of the run.
+
+Each test runs inside a transaction on one connection, rolled back at the end: the request's
+unit of work commits and rolls back savepoints inside it, so tests see real commit and rollback
+behaviour and leave nothing behind.
 """
 
-import uuid
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from fastapi import FastAPI
 from httpx import AsyncClient
 from pydantic import SecretStr
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.main import create_app
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from devtools.embedded import embedded_nats, embedded_postgresql, env_or_none
-from tests.helpers import lifespan_client
+from tests.helpers import lifespan_client, throwaway_database
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -43,21 +55,55 @@ def postgres_server_url() -> Iterator[str]:
         yield url
 
 
+def alembic_config(database_url: str) -> Config:
+    """The project's Alembic configuration, pointed at ``database_url``."""
+    config = Config(PROJECT_ROOT / "alembic.ini")
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
-    """A fresh database for this test run, dropped at the end."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(
-        postgres_server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    """A fresh database for this test run, migrated to the latest revision, dropped at the end."""
+    async with throwaway_database(postgres_server_url) as url:
+        # Alembic's env.py runs its own event loop; give it a thread of its own.
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database, for the fixtures' own connections."""
+    test_engine = create_async_engine(database_url, pool_size=5)
+    yield test_engine
+    await test_engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the test's transaction: their commits and rollbacks become savepoints."""
+    return async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for arranging and checking data in a test."""
+    async with sessionmaker() as test_session:
+        yield test_session
 
 
 @pytest.fixture
@@ -77,7 +123,17 @@ def app(settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    """An in-process HTTP client, with the application's lifespan running."""
+async def client(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AsyncClient]:
+    """An in-process HTTP client; requests run their unit of work in the test's transaction."""
+    async with lifespan_client(app) as http:
+        app.state.sessionmaker = sessionmaker
+        yield http
+
+
+@pytest.fixture
+async def committing_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """A client whose requests really commit (clean up what such a test creates)."""
     async with lifespan_client(app) as http:
         yield http

@@ -1,9 +1,64 @@
-"""The SQLAlchemy async engine on asyncpg, owned by the application's lifespan."""
+"""SQLAlchemy 2 async on asyncpg: the engine, the session factory, the declarative base and the
+unit-of-work session dependency."""
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.settings import DatabaseSettings
+
+# Stable constraint and index names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """The base of every model; ``app.models`` imports them all for Alembic."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Server-generated columns (timestamps) come back with INSERT/UPDATE ... RETURNING, so reading
+    # them after a flush costs no extra query.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - read by SQLAlchemy, never mutated
+
+
+class TimestampMixin:
+    """``created_at`` and ``updated_at``, set by the database, timezone-aware.
+
+    ``clock_timestamp()`` rather than ``now()``: rows created in one transaction still get
+    distinct, increasing times, which keyset pagination orders by.
+    """
+
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=text("clock_timestamp()"),
+        onupdate=func.clock_timestamp(),
+    )
+
+
+class Entity(TimestampMixin):
+    """Mixin of an aggregate root: a UUID primary key and timestamps (what ``Repository`` works
+    with). Combine it with the base: ``class Order(Entity, Base)``."""
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
 
 
 def create_engine(settings: DatabaseSettings, *, application_name: str) -> AsyncEngine:
@@ -20,7 +75,40 @@ def create_engine(settings: DatabaseSettings, *, application_name: str) -> Async
     )
 
 
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (no lazy reloads in async code)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Run a trivial query; raises when the database cannot be reached."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The session factory the lifespan put on the application's state."""
+    factory = request.app.state.sessionmaker
+    if not isinstance(factory, async_sessionmaker):
+        msg = "the lifespan did not set app.state.sessionmaker"
+        raise TypeError(msg)
+    return factory
+
+
+async def get_session(
+    factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+) -> AsyncIterator[AsyncSession]:
+    """The unit of work of one request: commit when the handler succeeds, roll back when it
+    raises. Services and repositories never commit; they may flush."""
+    async with factory() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+# scope="function": the commit runs before the response is sent, so a failed commit is the
+# client's error response, never a success followed by a silent rollback.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,10 +1,13 @@
 """What clients send and receive for orders."""
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.orders.status import OrderStatus
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -54,3 +57,55 @@ class StatusChange(BaseModel):
     )
 
     status: OrderStatus
+
+
+class OrderItemRead(BaseModel):
+    """One line of an order, as stored."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    sku: str = Field(examples=["BOOK-1"])
+    quantity: int = Field(examples=[2])
+    unit_price: Decimal = Field(examples=["9.50"])
+
+
+class OrderRead(BaseModel):
+    """An order as clients see it; decimals are strings, so no precision is lost."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b6f4c9e-2a55-4d5e-9d1a-3f1f2a7b8c9d",
+                    "customer_email": "ada@example.com",
+                    "status": "pending",
+                    "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price": "9.50"}],
+                    "total": "19.00",
+                    "failure_reason": None,
+                    "created_at": "2026-11-27T10:00:00.000000Z",
+                    "updated_at": "2026-11-27T10:00:00.000000Z",
+                }
+            ]
+        },
+    )
+
+    id: UUID
+    customer_email: str
+    status: OrderStatus
+    items: list[OrderItemRead]
+    total: Decimal
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderFilters(BaseModel):
+    """Query parameters of the order list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: OrderStatus | None = None
+    customer_email: EmailStr | None = None
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, max_length=200)

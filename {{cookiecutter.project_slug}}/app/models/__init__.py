@@ -1,0 +1,14 @@
+"""Every SQLAlchemy model, importable from one place: ``from app.models import Order``.
+
+Alembic imports this package to see every table, so each new model module is imported here.
+"""
+
+from app.core.database import Base
+{% if cookiecutter.include_example %}
+from app.models.order import Order, OrderItem
+
+__all__ = ["Base", "Order", "OrderItem"]
+{% else %}
+
+__all__ = ["Base"]
+{% endif %}

@@ -1,0 +1,56 @@
+"""The ``orders`` and ``order_items`` tables."""
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import Enum, ForeignKey, Index, Numeric, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.core.database import Base, Entity
+from app.orders.status import OrderStatus
+
+
+class Order(Entity, Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index(None, "created_at", "id"),
+        Index(None, "customer_email", "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
+    )
+
+    customer_email: Mapped[str] = mapped_column(String(320))
+    # A checked string rather than a PostgreSQL enum: adding a status is a one-line migration.
+    status: Mapped[OrderStatus] = mapped_column(
+        Enum(
+            OrderStatus,
+            name="status",
+            native_enum=False,
+            length=16,
+            create_constraint=True,
+            values_callable=lambda statuses: [status.value for status in statuses],
+        ),
+        default=OrderStatus.PENDING,
+    )
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+
+    items: Mapped[list["OrderItem"]] = relationship(
+        back_populates="order",
+        cascade="all, delete-orphan",
+        lazy="raise",
+        order_by="OrderItem.position",
+    )
+
+
+class OrderItem(Base):
+    __tablename__ = "order_items"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int]
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+
+    order: Mapped[Order] = relationship(back_populates="items", lazy="raise")

@@ -1,0 +1,66 @@
+"""The session dependency is the unit of work: commit on success, roll back on error."""
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.database import SessionDep
+from app.core.errors import Conflict
+
+
+@pytest.fixture
+async def app(app: FastAPI, session: AsyncSession) -> FastAPI:
+    """The application with routes that write a row, then succeed or fail."""
+    await session.execute(text("CREATE TABLE uow_probe (note text NOT NULL)"))
+
+    @app.post("/probe/{note}")
+    async def write(note: str, db: SessionDep) -> dict[str, str]:
+        await db.execute(text("INSERT INTO uow_probe (note) VALUES (:note)"), {"note": note})
+        if note == "conflict":
+            raise Conflict("refused after writing")
+        if note == "crash":
+            msg = "crashed after writing"
+            raise RuntimeError(msg)
+        return {"note": note}
+
+    return app
+
+
+async def notes(session: AsyncSession) -> list[str]:
+    return list((await session.scalars(text("SELECT note FROM uow_probe ORDER BY note"))).all())
+
+
+async def test_successful_request_commits(client: AsyncClient, session: AsyncSession) -> None:
+    response = await client.post("/probe/kept")
+
+    assert response.status_code == 200
+    assert await notes(session) == ["kept"]
+
+
+async def test_domain_error_rolls_back_what_the_handler_wrote(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post("/probe/conflict")
+
+    assert response.status_code == 409
+    assert await notes(session) == []
+
+
+async def test_crash_rolls_back_what_the_handler_wrote(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    response = await client.post("/probe/crash")
+
+    assert response.status_code == 500
+    assert await notes(session) == []
+
+
+async def test_failed_request_does_not_undo_an_earlier_one(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    await client.post("/probe/first")
+    await client.post("/probe/conflict")
+
+    assert await notes(session) == ["first"]

@@ -1,0 +1,216 @@
+import itertools
+import uuid
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Order
+from app.orders.status import ALLOWED_TRANSITIONS, OrderStatus
+from tests.orders.factories import make_order
+
+NEW_ORDER = {
+    "customer_email": "ada@example.com",
+    "items": [
+        {"sku": "BOOK-1", "quantity": 2, "unit_price": "9.50"},
+        {"sku": "PEN.2_b", "quantity": 1, "unit_price": "0.99"},
+    ],
+}
+
+
+async def test_create_returns_the_pending_order_with_its_location(client: AsyncClient) -> None:
+    response = await client.post("/api/v1/orders", json=NEW_ORDER)
+
+    assert response.status_code == 201
+    body = response.json()
+    assert response.headers["location"] == f"/api/v1/orders/{body['id']}"
+    assert uuid.UUID(body["id"])
+    assert body["status"] == "pending"
+    assert body["customer_email"] == "ada@example.com"
+    assert body["items"] == NEW_ORDER["items"]
+    assert body["total"] == "19.99"
+    assert body["failure_reason"] is None
+    assert body["created_at"] == body["updated_at"]
+
+
+async def test_created_order_can_be_read_back(client: AsyncClient) -> None:
+    created = (await client.post("/api/v1/orders", json=NEW_ORDER)).json()
+
+    response = await client.get(f"/api/v1/orders/{created['id']}")
+
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        ({"customer_email": "not-an-email"}, ["body", "customer_email"]),
+        ({"items": []}, ["body", "items"]),
+        (
+            {"items": [{"sku": "A", "quantity": 0, "unit_price": "1.00"}]},
+            ["body", "items", 0, "quantity"],
+        ),
+        (
+            {"items": [{"sku": "A", "quantity": 1, "unit_price": "1.005"}]},
+            ["body", "items", 0, "unit_price"],
+        ),
+        (
+            {"items": [{"sku": "A B", "quantity": 1, "unit_price": "1.00"}]},
+            ["body", "items", 0, "sku"],
+        ),
+        (
+            {"items": [{"sku": "A", "quantity": 1, "unit_price": "-1"}]},
+            ["body", "items", 0, "unit_price"],
+        ),
+        ({"discount": "10%"}, ["body", "discount"]),
+    ],
+)
+async def test_create_rejects_invalid_orders(
+    client: AsyncClient, session: AsyncSession, change: dict[str, Any], location: list[Any]
+) -> None:
+    response = await client.post("/api/v1/orders", json=NEW_ORDER | change)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["loc"] for error in response.json()["errors"]] == [location]
+    assert await session.scalar(select(func.count()).select_from(Order)) == 0
+
+
+async def test_create_accepts_a_hundred_items(client: AsyncClient) -> None:
+    items = [{"sku": f"SKU-{n}", "quantity": 1, "unit_price": "1.00"} for n in range(100)]
+
+    response = await client.post("/api/v1/orders", json=NEW_ORDER | {"items": items})
+
+    assert response.status_code == 201
+    assert response.json()["total"] == "100.00"
+    assert [item["sku"] for item in response.json()["items"]] == [i["sku"] for i in items]
+
+
+async def test_unknown_order_is_a_404_problem(client: AsyncClient) -> None:
+    order_id = uuid.uuid4()
+
+    response = await client.get(f"/api/v1/orders/{order_id}")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "order_not_found"
+    assert response.json()["detail"] == f"No order with id {order_id}"
+
+
+async def test_malformed_order_id_is_a_422_problem(client: AsyncClient) -> None:
+    response = await client.get("/api/v1/orders/not-a-uuid")
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["path", "order_id"]
+
+
+async def test_list_filters_by_status_and_customer(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    wanted = await make_order(session, status=OrderStatus.FAILED, customer_email="bo@example.com")
+    await make_order(session, status=OrderStatus.FAILED, customer_email="cy@example.com")
+    await make_order(session, status=OrderStatus.PENDING, customer_email="bo@example.com")
+
+    response = await client.get(
+        "/api/v1/orders", params={"status": "failed", "customer_email": "bo@example.com"}
+    )
+
+    assert response.status_code == 200
+    assert [order["id"] for order in response.json()["items"]] == [str(wanted.id)]
+    assert response.json()["next_cursor"] is None
+
+
+async def test_list_pages_through_every_order_once_while_orders_arrive(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    existing = [str((await make_order(session)).id) for _ in range(23)]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": 5} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/api/v1/orders", params=params)).json()
+        seen += [order["id"] for order in page["items"]]
+        await make_order(session)  # a new order between every two pages
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert len(seen) == len(set(seen)), "an order appeared twice"
+    assert seen[: len(existing)] == existing, "an existing order was skipped or reordered"
+
+
+@pytest.mark.parametrize("limit", [0, 101, -1])
+async def test_list_rejects_a_bad_limit(client: AsyncClient, limit: int) -> None:
+    response = await client.get("/api/v1/orders", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
+async def test_list_rejects_a_foreign_cursor(client: AsyncClient) -> None:
+    response = await client.get("/api/v1/orders", params={"cursor": "garbage"})
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("current", "target"), list(itertools.product(OrderStatus, repeat=2)), ids=str
+)
+async def test_change_status_follows_the_transition_table(
+    client: AsyncClient, session: AsyncSession, current: OrderStatus, target: OrderStatus
+) -> None:
+    order = await make_order(session, status=current)
+
+    response = await client.patch(f"/api/v1/orders/{order.id}/status", json={"status": target})
+
+    if target in ALLOWED_TRANSITIONS[current]:
+        assert response.status_code == 200
+        assert response.json()["status"] == target
+        assert response.json()["updated_at"] > response.json()["created_at"]
+    else:
+        assert response.status_code == 409
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["code"] == "invalid_status_transition"
+        assert body["detail"] == f"An order cannot move from {current} to {target}"
+    await session.refresh(order, attribute_names=["status"])
+    assert order.status == (target if target in ALLOWED_TRANSITIONS[current] else current)
+
+
+async def test_change_status_of_an_unknown_order_is_a_404(client: AsyncClient) -> None:
+    response = await client.patch(
+        f"/api/v1/orders/{uuid.uuid4()}/status", json={"status": "cancelled"}
+    )
+
+    assert response.status_code == 404
+
+
+async def test_change_status_rejects_an_unknown_status(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    order = await make_order(session)
+
+    response = await client.patch(f"/api/v1/orders/{order.id}/status", json={"status": "lost"})
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "status"]
+
+
+async def test_openapi_documents_every_order_route(client: AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+
+    expected = {
+        ("/api/v1/orders", "post"): {"201", "422"},
+        ("/api/v1/orders", "get"): {"200", "400", "422"},
+        ("/api/v1/orders/{order_id}", "get"): {"200", "404", "422"},
+        ("/api/v1/orders/{order_id}/status", "patch"): {"200", "404", "409", "422"},
+    }
+    for (path, method), statuses in expected.items():
+        operation = paths[path][method]
+        assert set(operation["responses"]) == statuses, (path, method)
+        assert operation["summary"]
+        assert operation["description"]

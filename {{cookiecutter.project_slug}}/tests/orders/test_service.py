@@ -1,0 +1,88 @@
+"""Service rules that need real transactions: row locks and commits across connections."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.models import Order
+from app.orders.exceptions import InvalidTransition
+from app.orders.repository import OrderRepository
+from app.orders.service import OrderService
+from app.orders.status import OrderStatus
+from tests.orders.factories import make_order
+
+
+@pytest.fixture
+async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that really commit; every order they create is deleted after the test."""
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    async with factory() as probe:
+        before = set((await probe.scalars(select(Order.id))).all())
+    yield factory
+    async with factory.begin() as cleanup:
+        await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
+
+
+async def wait_until_blocked_on_a_lock(session: AsyncSession, backend_pid: int) -> None:
+    """Poll pg_stat_activity until the other connection waits for a row lock."""
+    query = text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid")
+    async with asyncio.timeout(10):
+        # Polls the server's own state (no event to wait on exists), not a guessed delay.
+        while await session.scalar(query, {"pid": backend_pid}) != "Lock":  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def backend_pid(session: AsyncSession) -> int:
+    pid = await session.scalar(text("SELECT pg_backend_pid()"))
+    assert isinstance(pid, int)
+    return pid
+
+
+async def test_concurrent_status_changes_do_not_both_win(
+    committed: async_sessionmaker[AsyncSession],
+) -> None:
+    async with committed.begin() as arrange:
+        order_id = (await make_order(arrange)).id
+
+    first, second, observer = committed(), committed(), committed()
+    async with first, second, observer:
+        await OrderService(OrderRepository(first)).change_status(order_id, OrderStatus.CANCELLED)
+        second_pid = await backend_pid(second)
+        racing = asyncio.create_task(
+            OrderService(OrderRepository(second)).change_status(order_id, OrderStatus.PROCESSING)
+        )
+        await wait_until_blocked_on_a_lock(observer, second_pid)
+        await first.commit()
+
+        with pytest.raises(InvalidTransition, match="from cancelled to processing"):
+            await racing
+        await second.rollback()
+
+    async with committed() as check:
+        assert await check.scalar(select(Order.status).where(Order.id == order_id)) == (
+            OrderStatus.CANCELLED
+        )
+
+
+async def test_created_order_is_committed_for_other_connections(
+    committing_client: AsyncClient, committed: async_sessionmaker[AsyncSession]
+) -> None:
+    response = await committing_client.post(
+        "/api/v1/orders",
+        json={
+            "customer_email": "ed@example.com",
+            "items": [{"sku": "A", "quantity": 1, "unit_price": "2.50"}],
+        },
+    )
+    order_id = uuid.UUID(response.json()["id"])
+
+    async with committed() as other:
+        order = await OrderRepository(other).get_with_items(order_id)
+    assert order is not None
+    assert order.status is OrderStatus.PENDING
+    assert [(item.sku, item.quantity) for item in order.items] == [("A", 1)]
