@@ -1,18 +1,42 @@
 """The application factory: ``uvicorn --factory app.main:create_app``."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import structlog
 from fastapi import FastAPI
 
 from app.api import api_router
 from app.core import database
 from app.core.errors import install_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
-from app.health.checks import ReadinessProbe, ping_nats
+from app.health.checks import ReadinessProbe
 from app.health.router import router as health_router
 from app.settings import Settings, get_settings
+from app.worker.broker import broker
+
+log = structlog.get_logger(__name__)
+
+QUEUE_RETRY_SECONDS = 2.0
+
+
+async def _connect_producer() -> None:
+    """Connect the API to the task queue, retrying in the background while NATS is down.
+
+    The API starts either way: /health/ready reports NATS as down, and requests that would
+    queue a task get a 503 until the connection is made.
+    """
+    while True:
+        try:
+            await broker.startup()
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is to retry
+            log.error("queue.connect_failed", error=repr(exc), retry_in=QUEUE_RETRY_SECONDS)
+            await asyncio.sleep(QUEUE_RETRY_SECONDS)
+        else:
+            return
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,15 +50,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = database.create_sessionmaker(engine)
         app.state.readiness = ReadinessProbe(
-            {
-                "database": partial(database.ping, engine),
-                "nats": partial(ping_nats, settings.nats.url, settings.nats.connect_timeout),
-            },
+            {"database": partial(database.ping, engine), "nats": broker.ping},
             timeout=settings.health.check_timeout,
         )
+        # In a worker, taskiq runs this lifespan for the tasks' dependencies; the worker owns the
+        # broker there. Elsewhere this process only publishes tasks.
+        connecting: asyncio.Task[None] | None = None
+        if not broker.is_worker_process:
+            broker.configure(settings)
+            connecting = asyncio.create_task(_connect_producer())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(connecting), settings.nats.connect_timeout + 1
+                )
         try:
             yield
         finally:
+            if connecting is not None:
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+                await broker.shutdown()
             await engine.dispose()
 
     app = FastAPI(

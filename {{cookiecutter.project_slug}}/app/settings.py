@@ -58,6 +58,20 @@ class NatsSettings(BaseSettings):
 
     url: str = "nats://127.0.0.1:4222"
     connect_timeout: int = Field(default=2, ge=1, le=60)
+    # Stream, subject and consumer names start with this; default: "<service>_<environment>", so
+    # two services or environments never share a queue.
+    queue_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # How long a worker may hold a task without acking or a heartbeat before NATS redelivers it.
+    ack_wait: float = Field(default=30.0, ge=1, le=3600)
+    # Deliveries of one task at most (first run, retries and redeliveries after crashes).
+    max_deliver: int = Field(default=5, ge=1, le=100)
+    # Retry delays after a failure: retry_delay * 2^(attempt-1), at most retry_max_delay.
+    retry_delay: float = Field(default=1.0, gt=0, le=3600)
+    retry_max_delay: float = Field(default=60.0, gt=0, le=86400)
+    # How long one pull waits for tasks; bounds shutdown and reconnect times of idle workers.
+    pull_timeout: float = Field(default=2.0, gt=0, le=60)
+    stream_max_age: int = Field(default=7 * 24 * 3600, ge=60)
+    dead_letter_max_age: int = Field(default=30 * 24 * 3600, ge=60)
 
 
 class LoggingSettings(BaseSettings):
@@ -89,6 +103,11 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @property
+    def queue_prefix(self) -> str:
+        """The prefix of every NATS name this service uses."""
+        return self.nats.queue_prefix or f"{self.service_name}_{self.environment}"
 
     @property
     def log_format(self) -> Literal["console", "json"]:

@@ -10,14 +10,18 @@ behaviour and leave nothing behind.
 """
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from httpx import AsyncClient
+from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -29,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from app.main import create_app
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
+from app.worker.broker import JetStreamBroker, broker
 from devtools.embedded import embedded_nats, embedded_postgresql, env_or_none
 from tests.helpers import lifespan_client, throwaway_database
 
@@ -106,14 +111,63 @@ async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterat
         yield test_session
 
 
+def queue_settings(nats_url: str, prefix: str) -> NatsSettings:
+    """A queue of the test's own on the test NATS, with short timings for fast retries."""
+    return NatsSettings(
+        url=nats_url,
+        queue_prefix=prefix,
+        ack_wait=2,
+        max_deliver=3,
+        retry_delay=0.2,
+        pull_timeout=0.5,
+    )
+
+
+async def delete_streams(nats_url: str, prefix: str) -> None:
+    """Remove the streams (and so the consumers) a test queue created."""
+    client = await nats.connect(nats_url)
+    try:
+        jetstream = client.jetstream()
+        for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
+            with contextlib.suppress(NotFoundError):
+                await jetstream.delete_stream(stream)
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="session")
+async def queue_prefix(nats_url: str) -> AsyncIterator[str]:
+    """The queue of this test run, deleted at its end."""
+    prefix = f"test_{uuid.uuid4().hex[:10]}"
+    yield prefix
+    await delete_streams(nats_url, prefix)
+
+
 @pytest.fixture
-def settings(database_url: str, nats_url: str) -> Settings:
-    """Settings for a test: the test servers, test environment."""
+def settings(database_url: str, nats_url: str, queue_prefix: str) -> Settings:
+    """Settings for a test: the test servers, the run's own queue, test environment."""
     return Settings(
         environment=Environment.TEST,
         database=DatabaseSettings(url=SecretStr(database_url), pool_size=2),
-        nats=NatsSettings(url=nats_url),
+        nats=queue_settings(nats_url, queue_prefix),
     )
+
+
+@pytest.fixture
+async def fresh_queue(settings: Settings, nats_url: str) -> AsyncIterator[Settings]:
+    """Settings with a queue of this test's own, deleted afterwards (for worker tests)."""
+    prefix = f"test_{uuid.uuid4().hex[:10]}"
+    yield settings.model_copy(update={"nats": queue_settings(nats_url, prefix)})
+    await delete_streams(nats_url, prefix)
+
+
+@pytest.fixture
+async def producer(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
+    """The app's broker connected as a producer to the test's own queue."""
+    broker.configure(fresh_queue)
+    await broker.startup()
+    yield broker
+    await broker.shutdown()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.settings import DatabaseSettings
+from app.worker.dispatch import commit_and_dispatch, discard_pending
 
 # Stable constraint and index names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -99,14 +100,16 @@ async def get_session(
     factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
 ) -> AsyncIterator[AsyncSession]:
     """The unit of work of one request: commit when the handler succeeds, roll back when it
-    raises. Services and repositories never commit; they may flush."""
+    raises. Services and repositories never commit; they may flush. Tasks they asked for are
+    sent after the commit (``app.worker.dispatch``)."""
     async with factory() as session:
         try:
             yield session
         except BaseException:
+            discard_pending(session)
             await session.rollback()
             raise
-        await session.commit()
+        await commit_and_dispatch(session)
 
 
 # scope="function": the commit runs before the response is sent, so a failed commit is the

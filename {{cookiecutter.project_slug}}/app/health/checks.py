@@ -3,29 +3,11 @@
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
-import nats
 import structlog
 
 log = structlog.get_logger(__name__)
 
 Check = Callable[[], Awaitable[None]]
-
-
-async def ping_nats(url: str, connect_timeout: int) -> None:
-    """Connect to NATS and round-trip a PING; raises when the server does not answer."""
-    # nats-py retries a refused first connection unless told otherwise: one immediate retry, then
-    # NoServersError, so a down server is reported at once instead of at the probe's timeout.
-    client = await nats.connect(
-        url,
-        connect_timeout=connect_timeout,
-        allow_reconnect=False,
-        max_reconnect_attempts=1,
-        reconnect_time_wait=0,
-    )
-    try:
-        await client.flush(timeout=connect_timeout)
-    finally:
-        await client.close()
 
 
 class ReadinessProbe:

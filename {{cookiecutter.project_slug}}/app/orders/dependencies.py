@@ -1,17 +1,17 @@
-"""How routes (and tasks) get the orders service."""
+"""How routes get the orders service."""
 
 from typing import Annotated
 
 from fastapi import Depends
 
 from app.core.database import SessionDep
-from app.orders.repository import OrderRepository
 from app.orders.service import OrderService
+from app.orders.tasks import order_service
 
 
 def get_order_service(session: SessionDep) -> OrderService:
     """The service on the request's unit of work."""
-    return OrderService(OrderRepository(session))
+    return order_service(session)
 
 
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]

@@ -1,6 +1,7 @@
 """All SQL of the orders domain."""
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -8,6 +9,7 @@ from sqlalchemy.orm import selectinload
 from app.core.repository import Repository
 from app.models import Order
 from app.orders.schemas import OrderFilters
+from app.orders.status import OrderStatus
 
 
 class OrderRepository(Repository[Order]):
@@ -29,3 +31,17 @@ class OrderRepository(Repository[Order]):
         if filters.customer_email is not None:
             statement = statement.where(Order.customer_email == filters.customer_email)
         return await self.page(statement, limit=filters.limit, cursor=filters.cursor)
+
+    async def stale(
+        self, status: OrderStatus, *, before: datetime, limit: int = 500
+    ) -> list[Order]:
+        """Orders in ``status`` untouched since ``before``, locked; rows another transaction
+        holds are skipped, so concurrent sweeps never wait for each other."""
+        statement = (
+            select(Order)
+            .where(Order.status == status, Order.updated_at < before)
+            .order_by(Order.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.scalars(statement)).all())

@@ -1,6 +1,10 @@
 """The business rules of orders. Raises domain errors; never commits (the request does)."""
 
+import asyncio
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -13,9 +17,28 @@ from app.orders.status import OrderStatus, can_transition
 log = structlog.get_logger(__name__)
 
 
+# Items whose SKU starts with this cannot be supplied: fulfilment fails (shows the failed path).
+UNAVAILABLE_SKU_PREFIX = "UNAVAILABLE"
+
+
+class OrderTasks(Protocol):
+    """The background work the service asks for; sent only after the unit of work commits."""
+
+    def process(self, order_id: uuid.UUID) -> None: ...
+
+    def fulfil(self, order_id: uuid.UUID) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    failed: int
+    requeued: int
+
+
 class OrderService:
-    def __init__(self, repository: OrderRepository) -> None:
+    def __init__(self, repository: OrderRepository, tasks: OrderTasks) -> None:
         self.repository = repository
+        self.tasks = tasks
 
     async def create(self, data: OrderCreate) -> Order:
         """Record a new pending order."""
@@ -34,6 +57,7 @@ class OrderService:
             ],
         )
         await self.repository.add(order)
+        self.tasks.process(order.id)
         log.info("order.created", order_id=str(order.id), total=str(order.total))
         return order
 
@@ -64,3 +88,58 @@ class OrderService:
         await self.repository.session.flush()
         log.info("order.status_changed", order_id=str(order_id), old=previous, new=target)
         return order
+
+    async def start_processing(self, order_id: uuid.UUID) -> None:
+        """Move a pending order to processing and ask for its fulfilment; idempotent."""
+        order = await self.repository.get_with_items(order_id, for_update=True)
+        if order is None:
+            log.warning("order.process_skipped", order_id=str(order_id), reason="not found")
+            return
+        if order.status is OrderStatus.PENDING:
+            order.status = OrderStatus.PROCESSING
+            await self.repository.session.flush()
+        elif order.status is not OrderStatus.PROCESSING:
+            log.info("order.process_skipped", order_id=str(order_id), status=order.status)
+            return
+        # Also for an order already processing: a crash may have lost its fulfilment task, and
+        # fulfilling twice is harmless.
+        self.tasks.fulfil(order_id)
+        log.info("order.processing", order_id=str(order_id))
+
+    async def fulfil(self, order_id: uuid.UUID, *, work_seconds: float = 0.0) -> None:
+        """Complete a processing order, or fail it with a reason; idempotent."""
+        order = await self.repository.get_with_items(order_id, for_update=True)
+        if order is None or order.status is not OrderStatus.PROCESSING:
+            log.info("order.fulfil_skipped", order_id=str(order_id))
+            return
+        if work_seconds:
+            await asyncio.sleep(work_seconds)  # stands in for the real work
+        unavailable = [i.sku for i in order.items if i.sku.startswith(UNAVAILABLE_SKU_PREFIX)]
+        if unavailable:
+            order.status = OrderStatus.FAILED
+            order.failure_reason = f"Not available: {', '.join(unavailable)}"
+        else:
+            order.status = OrderStatus.COMPLETED
+        await self.repository.session.flush()
+        log.info("order.fulfilled", order_id=str(order_id), status=order.status)
+
+    async def sweep(
+        self, *, processing_timeout: float, requeue_pending_after: float
+    ) -> SweepResult:
+        """Fail orders stuck in processing; queue again pending orders that waited too long."""
+        now = datetime.now(UTC)
+        stuck = await self.repository.stale(
+            OrderStatus.PROCESSING, before=now - timedelta(seconds=processing_timeout)
+        )
+        for order in stuck:
+            order.status = OrderStatus.FAILED
+            order.failure_reason = "Processing timed out"
+        waiting = await self.repository.stale(
+            OrderStatus.PENDING, before=now - timedelta(seconds=requeue_pending_after)
+        )
+        for order in waiting:
+            self.tasks.process(order.id)
+        await self.repository.session.flush()
+        if stuck or waiting:
+            log.info("order.swept", failed=len(stuck), requeued=len(waiting))
+        return SweepResult(failed=len(stuck), requeued=len(waiting))

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.models import Order
 from app.orders.exceptions import InvalidTransition
 from app.orders.repository import OrderRepository
-from app.orders.service import OrderService
 from app.orders.status import OrderStatus
+from app.orders.tasks import order_service
 from tests.orders.factories import make_order
 
 
@@ -51,10 +51,10 @@ async def test_concurrent_status_changes_do_not_both_win(
 
     first, second, observer = committed(), committed(), committed()
     async with first, second, observer:
-        await OrderService(OrderRepository(first)).change_status(order_id, OrderStatus.CANCELLED)
+        await order_service(first).change_status(order_id, OrderStatus.CANCELLED)
         second_pid = await backend_pid(second)
         racing = asyncio.create_task(
-            OrderService(OrderRepository(second)).change_status(order_id, OrderStatus.PROCESSING)
+            order_service(second).change_status(order_id, OrderStatus.PROCESSING)
         )
         await wait_until_blocked_on_a_lock(observer, second_pid)
         await first.commit()

@@ -1,0 +1,62 @@
+"""Background work on orders. Tasks take ids, load what they need and are idempotent: running
+one twice (a redelivery, a retry, a duplicate) changes nothing that is already done."""
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.orders.repository import OrderRepository
+from app.orders.service import OrderService, SweepResult
+from app.orders.settings import get_orders_settings
+from app.worker.broker import broker
+from app.worker.dependencies import TaskSession
+from app.worker.dispatch import send_after_commit
+
+
+class QueuedOrderTasks:
+    """The service's way to ask for order tasks: queued now, sent when the session commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def process(self, order_id: uuid.UUID) -> None:
+        send_after_commit(
+            self.session, process_order.kicker().with_labels(order_id=str(order_id)), order_id
+        )
+
+    def fulfil(self, order_id: uuid.UUID) -> None:
+        send_after_commit(
+            self.session, fulfil_order.kicker().with_labels(order_id=str(order_id)), order_id
+        )
+
+
+def order_service(session: AsyncSession) -> OrderService:
+    """The orders service on a task's unit of work."""
+    return OrderService(OrderRepository(session), QueuedOrderTasks(session))
+
+
+@broker.task(task_name="orders.process")
+async def process_order(order_id: uuid.UUID, session: AsyncSession = TaskSession) -> None:
+    """Start processing a pending order (and resume one a crash interrupted)."""
+    await order_service(session).start_processing(order_id)
+
+
+@broker.task(task_name="orders.fulfil")
+async def fulfil_order(order_id: uuid.UUID, session: AsyncSession = TaskSession) -> None:
+    """Finish a processing order: completed, or failed with a reason."""
+    await order_service(session).fulfil(
+        order_id, work_seconds=get_orders_settings().fulfilment_seconds
+    )
+
+
+@broker.task(
+    task_name="orders.sweep",
+    schedule=[{"interval": get_orders_settings().sweep_interval, "schedule_id": "orders.sweep"}],
+)
+async def sweep_orders(session: AsyncSession = TaskSession) -> SweepResult:
+    """Fail orders stuck in processing; queue again pending orders whose task may be lost."""
+    settings = get_orders_settings()
+    return await order_service(session).sweep(
+        processing_timeout=settings.processing_timeout,
+        requeue_pending_after=settings.requeue_pending_after,
+    )

@@ -1,0 +1,1 @@
+"""The task queue: TaskIQ on NATS JetStream (broker, dispatch after commit, scheduler)."""

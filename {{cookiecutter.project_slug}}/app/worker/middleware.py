@@ -1,0 +1,48 @@
+"""Worker-side context: every log line of a task carries its id, name and the request id."""
+
+import time
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+from taskiq import TaskiqMessage, TaskiqMiddleware
+from taskiq.result import TaskiqResult
+
+from app.core.context import request_id_var
+
+log = structlog.get_logger(__name__)
+
+# Labels that become log context when a task carries them.
+CONTEXT_LABELS = ("request_id", "order_id")
+
+_started_at: ContextVar[float | None] = ContextVar("task_started_at", default=None)
+
+
+class TaskContextMiddleware(TaskiqMiddleware):
+    """Binds the task's labels to the log context and logs its start and outcome."""
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        # Each task runs in its own asyncio task, so these bindings stay with it.
+        context = {
+            name: str(message.labels[name]) for name in CONTEXT_LABELS if name in message.labels
+        }
+        structlog.contextvars.bind_contextvars(
+            task_id=message.task_id, task_name=message.task_name, **context
+        )
+        request_id_var.set(context.get("request_id"))
+        _started_at.set(time.monotonic())
+        log.info("task.started")
+        return message
+
+    def post_execute(
+        self,
+        message: TaskiqMessage,  # noqa: ARG002 - the hook's signature
+        result: TaskiqResult[Any],  # Any: every task's result passes through here
+    ) -> None:
+        elapsed = time.monotonic() - (_started_at.get() or time.monotonic())
+        if result.is_err:
+            log.warning(
+                "task.failed", error=repr(result.error), duration_ms=round(elapsed * 1000, 2)
+            )
+        else:
+            log.info("task.finished", duration_ms=round(elapsed * 1000, 2))

@@ -1,0 +1,130 @@
+"""Real worker and scheduler processes for the queue's integration tests."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from app.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TASK_MODULES = ("app.worker.tasks", "tests.worker.sample_tasks")
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that points a worker or scheduler at the test's servers and queue."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "ENVIRONMENT": "test",
+            "LOG_FORMAT": "json",
+            "DATABASE_URL": settings.database.url.get_secret_value(),
+            "NATS_URL": settings.nats.url,
+            "NATS_QUEUE_PREFIX": settings.queue_prefix,
+            "NATS_ACK_WAIT": str(settings.nats.ack_wait),
+            "NATS_MAX_DELIVER": str(settings.nats.max_deliver),
+            "NATS_RETRY_DELAY": str(settings.nats.retry_delay),
+            "NATS_PULL_TIMEOUT": str(settings.nats.pull_timeout),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    env: Mapping[str, str], *, modules: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``taskiq worker`` as ``just worker`` runs it, in its own process group."""
+    return subprocess.Popen(  # noqa: S603 - fixed command
+        [
+            sys.executable,
+            "-m",
+            "taskiq",
+            "worker",
+            "app.worker.broker:broker",
+            *TASK_MODULES,
+            *modules,
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            "10",
+            "--shutdown-timeout",
+            "5",
+        ],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def start_scheduler(
+    env: Mapping[str, str], *, modules: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``taskiq scheduler`` as ``just scheduler`` runs it, in its own process group."""
+    return subprocess.Popen(  # noqa: S603 - fixed command
+        [
+            sys.executable,
+            "-m",
+            "taskiq",
+            "scheduler",
+            "app.worker.scheduler:scheduler",
+            *TASK_MODULES,
+            *modules,
+            "--skip-first-run",
+        ],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> str:
+    """Signal the process group, wait for it, and return what it printed."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+    return output.decode(errors="replace")
+
+
+@contextmanager
+def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """Stop the process (SIGTERM, then SIGKILL) however the block ends."""
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 30, what: str = "it"
+) -> None:
+    """Poll a condition about other processes until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        outcome = condition()
+        if isinstance(outcome, Awaitable):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            msg = f"timed out after {within} s waiting for {what}"
+            raise TimeoutError(msg)
+        # Another process changes the state; there is no event to wait on, so poll it.
+        await asyncio.sleep(0.05)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
