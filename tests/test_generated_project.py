@@ -30,9 +30,7 @@ NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 # One xdist group: the deep runs share the machine's PostgreSQL, and each checks that it leaves no
 # database behind, which only holds when no other run creates databases meanwhile.
 DEEP_SETS = [
-    pytest.param(
-        ({}, "3.13"), id="defaults-py3.13", marks=pytest.mark.xdist_group("deep")
-    ),
+    pytest.param(({}, "3.13"), id="defaults-py3.13", marks=pytest.mark.xdist_group("deep")),
     pytest.param(
         (ANSWER_SETS["everything-off"], "3.12"),
         id="everything-off-py3.12",
@@ -51,6 +49,22 @@ async def main() -> None:
         rows = await connection.execute(text("SELECT datname FROM pg_database"))
         print(",".join(sorted(row[0] for row in rows)))
     await engine.dispose()
+
+asyncio.run(main())
+"""
+
+DELETE_STREAMS = """
+import asyncio, sys
+import nats
+
+async def main() -> None:
+    client = await nats.connect(sys.argv[1])
+    for suffix in ("_tasks", "_dead_letter"):
+        try:
+            await client.jetstream().delete_stream(sys.argv[2] + suffix)
+        except nats.js.errors.NotFoundError:
+            pass
+    await client.close()
 
 asyncio.run(main())
 """
@@ -144,10 +158,12 @@ class TestGeneratedProject:
     def test_api_boots_serves_and_stops(self, synced: Synced, case: Case) -> None:
         project = synced(case[0])
         port = free_port()
+        prefix = f"template_test_{port}"
         env = services_env(
             DATABASE_URL=SERVER_DATABASE_URL,
             ENVIRONMENT="production",
             SECRET_KEY="s3cr3t-" * 6,
+            NATS_QUEUE_PREFIX=prefix,
         )
         server = subprocess.Popen(
             [
@@ -172,6 +188,7 @@ class TestGeneratedProject:
         finally:
             server.send_signal(signal.SIGTERM)
             output, _ = server.communicate(timeout=30)
+            run(["uv", "run", "python", "-c", DELETE_STREAMS, NATS_URL, prefix], project)
         # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit too.
         assert server.returncode in {0, -signal.SIGTERM}, output
         assert "Application shutdown complete" in output

@@ -13,7 +13,9 @@ from pathlib import Path
 from app.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TASK_MODULES = ("app.worker.tasks", "tests.worker.sample_tasks")
+# As `just worker` and `just scheduler` find them, plus the tasks that exist for tests only.
+DISCOVER_TASKS = ("--fs-discover", "--tasks-pattern", "app/**/tasks.py")
+TEST_TASKS = "tests.worker.sample_tasks"
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -47,8 +49,9 @@ def start_worker(
             "taskiq",
             "worker",
             "app.worker.broker:broker",
-            *TASK_MODULES,
+            TEST_TASKS,
             *modules,
+            *DISCOVER_TASKS,
             "--workers",
             "1",
             "--max-async-tasks",
@@ -75,8 +78,9 @@ def start_scheduler(
             "taskiq",
             "scheduler",
             "app.worker.scheduler:scheduler",
-            *TASK_MODULES,
+            TEST_TASKS,
             *modules,
+            *DISCOVER_TASKS,
             "--skip-first-run",
         ],
         cwd=PROJECT_ROOT,

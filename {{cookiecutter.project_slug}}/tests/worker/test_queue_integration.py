@@ -184,8 +184,7 @@ async def test_worker_recovers_after_a_nats_restart(
 
 async def test_scheduler_sends_scheduled_tasks(fresh_queue: Settings, trace: Path) -> None:
     env = process_env(fresh_queue, TEST_TICK_FILE=str(trace))
-    modules = ("tests.worker.sample_tasks",)
-    with running(start_worker(env)), running(start_scheduler(env, modules=modules)):
+    with running(start_worker(env)), running(start_scheduler(env)):
         await wait_for(lambda: len(lines(trace)) >= 2, within=30, what="two ticks")
 
     assert set(lines(trace)) == {"tick"}

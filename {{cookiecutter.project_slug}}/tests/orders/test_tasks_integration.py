@@ -1,0 +1,107 @@
+"""Orders processed by a real worker (and swept by a real scheduler) on real JetStream."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.main import create_app
+from app.models import Order, OrderItem
+from app.orders.status import OrderStatus
+from app.settings import Settings
+from tests.helpers import lifespan_client
+from tests.processes import process_env, running, start_scheduler, start_worker, stop, wait_for
+
+
+@pytest.fixture
+async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that really commit; the orders created meanwhile are deleted afterwards."""
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    async with factory() as probe:
+        before = set((await probe.scalars(select(Order.id))).all())
+    yield factory
+    async with factory.begin() as cleanup:
+        await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
+
+
+@pytest.fixture
+async def api(fresh_queue: Settings) -> AsyncIterator[AsyncClient]:
+    """The API on the test's own queue, committing for real."""
+    async with lifespan_client(create_app(fresh_queue)) as client:
+        yield client
+
+
+async def status(
+    factory: async_sessionmaker[AsyncSession], order_id: uuid.UUID
+) -> OrderStatus | None:
+    async with factory() as session:
+        return await session.scalar(select(Order.status).where(Order.id == order_id))
+
+
+def order_body(*skus: str) -> dict[str, object]:
+    items = [{"sku": sku, "quantity": 1, "unit_price": "5.00"} for sku in skus]
+    return {"customer_email": "ada@example.com", "items": items}
+
+
+async def test_created_order_is_completed_by_the_worker_with_the_request_id_in_its_logs(
+    api: AsyncClient, fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
+) -> None:
+    worker = start_worker(process_env(fresh_queue))
+    with running(worker):
+        response = await api.post(
+            "/api/v1/orders", json=order_body("BOOK-1"), headers={"X-Request-ID": "req-e2e"}
+        )
+        order_id = uuid.UUID(response.json()["id"])
+
+        await wait_for(
+            lambda: _is(committed, order_id, OrderStatus.COMPLETED), what="the order to complete"
+        )
+        output = stop(worker)
+
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    finished = [e for e in events if e.get("event") == "task.finished"]
+    assert {e["task_name"] for e in finished} >= {"orders.process", "orders.fulfil"}
+    for event in finished:
+        assert event["request_id"] == "req-e2e"
+        assert event["order_id"] == str(order_id)
+
+
+async def _is(
+    factory: async_sessionmaker[AsyncSession], order_id: uuid.UUID, wanted: OrderStatus
+) -> bool:
+    return await status(factory, order_id) is wanted
+
+
+async def test_order_with_an_unavailable_item_ends_failed_with_a_reason(
+    api: AsyncClient, fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
+) -> None:
+    with running(start_worker(process_env(fresh_queue))):
+        response = await api.post("/api/v1/orders", json=order_body("BOOK-1", "UNAVAILABLE-2"))
+        order_id = uuid.UUID(response.json()["id"])
+
+        await wait_for(lambda: _is(committed, order_id, OrderStatus.FAILED), what="the failure")
+
+    body = (await api.get(f"/api/v1/orders/{order_id}")).json()
+    assert body["failure_reason"] == "Not available: UNAVAILABLE-2"
+
+
+async def test_scheduler_sweep_fails_an_order_stuck_in_processing(
+    fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
+) -> None:
+    async with committed.begin() as session:
+        stuck = Order(
+            customer_email="ada@example.com",
+            status=OrderStatus.PROCESSING,
+            total=Decimal("5.00"),
+            items=[OrderItem(position=0, sku="A", quantity=1, unit_price=Decimal("5.00"))],
+        )
+        session.add(stuck)
+    env = process_env(fresh_queue, ORDERS_SWEEP_INTERVAL="1", ORDERS_PROCESSING_TIMEOUT="0.2")
+
+    with running(start_worker(env)), running(start_scheduler(env)):
+        await wait_for(lambda: _is(committed, stuck.id, OrderStatus.FAILED), what="the sweep")
