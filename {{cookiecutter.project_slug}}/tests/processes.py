@@ -14,7 +14,12 @@ from app.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # As `just worker` and `just scheduler` find them, plus the tasks that exist for tests only.
-DISCOVER_TASKS = ("--fs-discover", "--tasks-pattern", "app/**/tasks.py")
+DISCOVER_TASKS = (
+    "--fs-discover",
+    "--tasks-pattern",
+    "app/**/tasks.py",
+    "--no-configure-logging",  # the app configures logging (JSON in these tests)
+)
 TEST_TASKS = "tests.worker.sample_tasks"
 
 

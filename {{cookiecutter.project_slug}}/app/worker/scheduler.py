@@ -7,6 +7,11 @@ scheduled task twice.
 from taskiq import TaskiqScheduler
 from taskiq.schedule_sources import LabelScheduleSource
 
+from app.core.logging import configure_logging
+from app.settings import get_settings
 from app.worker.broker import broker
+
+# The worker's logging is set up by the app's lifespan; the scheduler runs no app, so here.
+configure_logging(get_settings())
 
 scheduler = TaskiqScheduler(broker, sources=[LabelScheduleSource(broker)])
