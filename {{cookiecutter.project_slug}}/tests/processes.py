@@ -43,27 +43,13 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(
-    env: Mapping[str, str], *, modules: tuple[str, ...] = ()
+def _start_taskiq(
+    command: str, target: str, options: list[str], env: Mapping[str, str]
 ) -> subprocess.Popen[bytes]:
-    """``taskiq worker`` as ``just worker`` runs it, in its own process group."""
+    """Run ``taskiq <command> <target>`` from the project root in its own process group."""
     return subprocess.Popen(  # noqa: S603 - fixed command
-        [
-            sys.executable,
-            "-m",
-            "taskiq",
-            "worker",
-            "app.worker.broker:broker",
-            TEST_TASKS,
-            *modules,
-            *DISCOVER_TASKS,
-            "--workers",
-            "1",
-            "--max-async-tasks",
-            "10",
-            "--shutdown-timeout",
-            "5",
-        ],
+        # argparse takes the positional modules only before the first option.
+        [sys.executable, "-m", "taskiq", command, target, TEST_TASKS, *DISCOVER_TASKS, *options],
         cwd=PROJECT_ROOT,
         env=dict(env),
         stdout=subprocess.PIPE,
@@ -72,28 +58,15 @@ def start_worker(
     )
 
 
-def start_scheduler(
-    env: Mapping[str, str], *, modules: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
-    """``taskiq scheduler`` as ``just scheduler`` runs it, in its own process group."""
-    return subprocess.Popen(  # noqa: S603 - fixed command
-        [
-            sys.executable,
-            "-m",
-            "taskiq",
-            "scheduler",
-            "app.worker.scheduler:scheduler",
-            TEST_TASKS,
-            *modules,
-            *DISCOVER_TASKS,
-            "--skip-first-run",
-        ],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_worker(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``taskiq worker`` as ``just worker`` runs it."""
+    options = ["--workers", "1", "--max-async-tasks", "10"]
+    return _start_taskiq("worker", "app.worker.broker:broker", options, env)
+
+
+def start_scheduler(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``taskiq scheduler`` as ``just scheduler`` runs it."""
+    return _start_taskiq("scheduler", "app.worker.scheduler:scheduler", ["--skip-first-run"], env)
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> str:

@@ -2,12 +2,11 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import delete, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Order
 from app.orders.exceptions import InvalidTransition
@@ -15,17 +14,6 @@ from app.orders.repository import OrderRepository
 from app.orders.status import OrderStatus
 from app.orders.tasks import order_service
 from tests.orders.factories import make_order
-
-
-@pytest.fixture
-async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions that really commit; every order they create is deleted after the test."""
-    factory = async_sessionmaker(engine, expire_on_commit=False)
-    async with factory() as probe:
-        before = set((await probe.scalars(select(Order.id))).all())
-    yield factory
-    async with factory.begin() as cleanup:
-        await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
 
 
 async def wait_until_blocked_on_a_lock(session: AsyncSession, backend_pid: int) -> None:

@@ -1,13 +1,12 @@
 """The processing rules the tasks run, on the test's transaction."""
 
 import uuid
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Order, OrderItem
+from app.models import Order
 from app.orders.repository import OrderRepository
 from app.orders.service import OrderService
 from app.orders.status import OrderStatus
@@ -101,14 +100,7 @@ async def test_fulfil_completes_a_processing_order(
 async def test_fulfil_fails_an_order_with_an_unavailable_item(
     service: OrderService, session: AsyncSession
 ) -> None:
-    order = Order(
-        customer_email="ada@example.com",
-        status=OrderStatus.PROCESSING,
-        total=Decimal("1.00"),
-        items=[OrderItem(position=0, sku="UNAVAILABLE-9", quantity=1, unit_price=Decimal("1"))],
-    )
-    session.add(order)
-    await session.flush()
+    order = await make_order(session, status=OrderStatus.PROCESSING, sku="UNAVAILABLE-9")
 
     await service.fulfil(order.id)
 

@@ -3,30 +3,19 @@
 import json
 import uuid
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.main import create_app
-from app.models import Order, OrderItem
+from app.models import Order
 from app.orders.status import OrderStatus
 from app.settings import Settings
 from tests.helpers import lifespan_client
+from tests.orders.factories import make_order
 from tests.processes import process_env, running, start_scheduler, start_worker, stop, wait_for
-
-
-@pytest.fixture
-async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions that really commit; the orders created meanwhile are deleted afterwards."""
-    factory = async_sessionmaker(engine, expire_on_commit=False)
-    async with factory() as probe:
-        before = set((await probe.scalars(select(Order.id))).all())
-    yield factory
-    async with factory.begin() as cleanup:
-        await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
 
 
 @pytest.fixture
@@ -94,13 +83,7 @@ async def test_scheduler_sweep_fails_an_order_stuck_in_processing(
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
 ) -> None:
     async with committed.begin() as session:
-        stuck = Order(
-            customer_email="ada@example.com",
-            status=OrderStatus.PROCESSING,
-            total=Decimal("5.00"),
-            items=[OrderItem(position=0, sku="A", quantity=1, unit_price=Decimal("5.00"))],
-        )
-        session.add(stuck)
+        stuck = await make_order(session, status=OrderStatus.PROCESSING)
     env = process_env(fresh_queue, ORDERS_SWEEP_INTERVAL="1", ORDERS_PROCESSING_TIMEOUT="0.2")
 
     with running(start_worker(env)), running(start_scheduler(env)):

@@ -1,0 +1,20 @@
+"""Fixtures of the orders tests."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.models import Order
+
+
+@pytest.fixture
+async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that really commit; every order created meanwhile is deleted after the test."""
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    async with factory() as probe:
+        before = set((await probe.scalars(select(Order.id))).all())
+    yield factory
+    async with factory.begin() as cleanup:
+        await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
