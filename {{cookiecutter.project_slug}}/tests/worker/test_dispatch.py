@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from nats.js.errors import NotFoundError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -100,3 +101,8 @@ async def test_unreachable_queue_refuses_the_request_and_saves_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "queue_unavailable"
     assert await probe_rows(session) == 0
+
+
+async def test_api_process_only_publishes(queue: JetStreamBroker) -> None:
+    with pytest.raises(NotFoundError):
+        await queue.jetstream.consumer_info(queue.config.stream, queue.config.durable)

@@ -184,7 +184,12 @@ async def test_worker_recovers_after_a_nats_restart(
 
 async def test_scheduler_sends_scheduled_tasks(fresh_queue: Settings, trace: Path) -> None:
     env = process_env(fresh_queue, TEST_TICK_FILE=str(trace))
-    with running(start_worker(env)), running(start_scheduler(env)):
+    scheduler = start_scheduler(env)
+    with running(start_worker(env)), running(scheduler):
         await wait_for(lambda: len(lines(trace)) >= 2, within=30, what="two ticks")
+        output = stop(scheduler, signal.SIGTERM, timeout=10)
 
     assert set(lines(trace)) == {"tick"}
+    # The scheduler holds no work in flight: it may simply die of the signal, but promptly
+    # (stop() would have had to SIGKILL it otherwise).
+    assert scheduler.returncode in {0, -signal.SIGTERM}, output
