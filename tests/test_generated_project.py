@@ -202,6 +202,21 @@ class TestGeneratedProject:
             e.get("event") == "http.request" and e.get("path") == "/health/ready" for e in events
         ), output
 
+    def test_setup_installs_local_pre_commit_hooks_that_pass(
+        self, synced: Synced, case: Case
+    ) -> None:
+        project = synced(case[0])
+        identity = ["-c", "user.name=Template Tests", "-c", "user.email=tests@example.com"]
+        run(["git", "init", "--quiet"], project)
+        run(["git", *identity, "add", "--all"], project)
+
+        run(["uv", "run", "just", "setup"], project)
+        result = run(["uv", "run", "pre-commit", "run", "--all-files"], project)
+
+        assert (project / ".git" / "hooks" / "pre-commit").exists()
+        assert "Passed" in result.stdout
+        assert "Failed" not in result.stdout
+
     def test_production_refuses_the_placeholder_secret(self, synced: Synced, case: Case) -> None:
         project = synced(case[0])
 

@@ -90,6 +90,9 @@ def test_ci_workflow_runs_the_justfile_recipes(bake: Bake) -> None:
     for recipe in ("lint", "typecheck", "test"):
         assert f"uv run just {recipe}" in commands
         assert recipe in recipes(project)
+    script = "\n".join(commands)
+    assert "alembic check" in script
+    assert "-js" in script, "the tests need NATS with JetStream"
 
 
 def test_compose_commands_use_the_image_entry_points(bake: Bake) -> None:
@@ -106,5 +109,20 @@ def test_compose_commands_use_the_image_entry_points(bake: Bake) -> None:
     assert executables == {"alembic", "taskiq"}
     for executable in executables:
         assert executable in dependencies
+    for name in ("worker", "scheduler"):
+        target = next(arg for arg in compose["services"][name]["command"] if ":" in arg)
+        module, _, attribute = target.partition(":")
+        source = (project / module.replace(".", "/")).with_suffix(".py").read_text()
+        assert f"\n{attribute} = " in source, target
     assert compose["services"]["worker"].get("container_name") is None
     assert "ports" not in compose["services"]["worker"]
+
+
+def test_pre_commit_hooks_are_all_local(bake: Bake) -> None:
+    project = bake()
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+
+    assert [repo["repo"] for repo in config["repos"]] == ["local"]
+    hooks = {hook["id"]: hook for hook in config["repos"][0]["hooks"]}
+    assert set(hooks) == {"ruff-check", "ruff-format", "mypy"}
+    assert all(hook["entry"].startswith("uv run ") for hook in hooks.values())

@@ -1,16 +1,20 @@
 """Real worker and scheduler processes for the queue's integration tests."""
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from app.settings import Settings
+from devtools.embedded import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # As `just worker` and `just scheduler` find them, plus the tasks that exist for tests only.
@@ -78,7 +82,7 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
-    return output.decode(errors="replace")
+    return output.decode(errors="replace") if output else ""
 
 
 @contextmanager
@@ -110,3 +114,37 @@ async def wait_for(
 
 def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+@contextmanager
+def dev_stack(port: int, data_dir: Path, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``just dev`` with embedded servers keeping their data in ``data_dir``; Ctrl-C at the end."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "NATS_URL"}}
+    env.update(extra_env)
+    command = [sys.executable, "-m", "devtools.dev", "--embedded", "--no-reload"]
+    command += ["--port", str(port), "--nats-port", str(free_port()), "--data-dir", str(data_dir)]
+    process = subprocess.Popen(  # noqa: S603 - fixed command
+        command, cwd=PROJECT_ROOT, env=env, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        try:
+            stop(process, signal.SIGINT, timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # nothing of the stack may linger
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A folder directly in the system temp folder, removed afterwards.
+
+    Run as root, embedded PostgreSQL runs as another user that must reach its data folder, and
+    pytest's own temp folders are private to the user running pytest.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="dev-stack-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
