@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,20 +131,18 @@ class TestGeneratedProject:
         self, synced: Synced, case: Case
     ) -> None:
         project = synced(case[0])
-        before = databases(project)
+        prefix = f"tmpl_{uuid.uuid4().hex[:8]}"
 
-        result = run(["uv", "run", "just", "check"], project, env=services_env())
+        result = run(
+            ["uv", "run", "just", "check"], project, env=services_env(TEST_DATABASE_PREFIX=prefix)
+        )
 
         assert "All checks passed!" in result.stdout + result.stderr
         assert "Success: no issues found" in result.stdout
         assert " passed" in result.stdout
         assert " failed" not in result.stdout
-        # Another client of the shared server may still be dropping its own database; a leaked
-        # one never goes away.
-        deadline = time.monotonic() + 20
-        while (left := databases(project) - before) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert left == set(), "the tests left a database behind"
+        left = [name for name in databases(project) if name.startswith(prefix)]
+        assert left == [], "the tests left a database behind"
 
     def test_mypy_strict_from_the_command_line(self, synced: Synced, case: Case) -> None:
         project = synced(case[0])

@@ -71,7 +71,9 @@ def alembic_config(database_url: str) -> Config:
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh database for this test run, migrated to the latest revision, dropped at the end."""
-    async with throwaway_database(postgres_server_url) as url:
+    # TEST_DATABASE_PREFIX lets a caller find this run's database (the template's own tests do).
+    prefix = env_or_none("TEST_DATABASE_PREFIX") or "test"
+    async with throwaway_database(postgres_server_url, prefix=prefix) as url:
         # Alembic's env.py runs its own event loop; give it a thread of its own.
         await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
         yield url
