@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path.cwd()))
 # (Whether `app` is first-party depends on which project's linter looks at this file.)
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import broker
+from tests.processes import DISCOVER_TASKS, TEST_TASKS, process_env
 from tests.worker.sample_tasks import record
 
 # isort: on
@@ -84,10 +85,8 @@ WORKER_COMMAND = (
     "taskiq",
     "worker",
     "app.worker.broker:broker",
-    "tests.worker.sample_tasks",
-    "--fs-discover",
-    "--tasks-pattern",
-    "app/**/tasks.py",
+    TEST_TASKS,
+    *DISCOVER_TASKS,  # as `just worker` finds tasks and leaves logging to the app
     "--workers",
     "1",
     "--max-async-tasks",
@@ -216,25 +215,6 @@ async def raw_baseline(client: Client, count: int, results: Results) -> None:
 # --- 2. the project's queue ----------------------------------------------------------------
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The worker's environment, as the project's integration tests build it."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "ENVIRONMENT": settings.environment.value,
-            "LOG_FORMAT": "json",
-            "DATABASE_URL": settings.database.url.get_secret_value(),
-            "NATS_URL": settings.nats.url,
-            "NATS_QUEUE_PREFIX": settings.queue_prefix,
-            "NATS_ACK_WAIT": str(settings.nats.ack_wait),
-            "NATS_MAX_DELIVER": str(settings.nats.max_deliver),
-            "NATS_RETRY_DELAY": str(settings.nats.retry_delay),
-            "NATS_PULL_TIMEOUT": str(settings.nats.pull_timeout),
-        }
-    )
-    return env
-
-
 @contextlib.asynccontextmanager
 async def worker_process(settings: Settings, log: IO[bytes]) -> AsyncIterator[Process]:
     """One ``taskiq worker`` in its own process group; SIGTERM (then SIGKILL) at the end."""
@@ -242,7 +222,8 @@ async def worker_process(settings: Settings, log: IO[bytes]) -> AsyncIterator[Pr
         sys.executable,
         *WORKER_COMMAND,
         cwd=Path.cwd(),
-        env=worker_env(settings),
+        # The integration tests' worker environment, with the benchmark's own environment name.
+        env=process_env(settings, ENVIRONMENT=settings.environment.value),
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
