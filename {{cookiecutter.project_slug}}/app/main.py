@@ -13,6 +13,7 @@ from app.api import api_router
 from app.core import database
 from app.core.errors import install_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
+from app.core.outbox import Outbox
 from app.health.checks import ReadinessProbe
 from app.health.router import router as health_router
 from app.settings import Settings, get_settings
@@ -26,8 +27,8 @@ QUEUE_RETRY_SECONDS = 2.0
 async def _connect_producer() -> None:
     """Connect the API to the task queue, retrying in the background while NATS is down.
 
-    The API starts either way: /health/ready reports NATS as down, and requests that would
-    queue a task get a 503 until the connection is made.
+    The API starts and accepts writes either way: their tasks wait in the outbox, and
+    /health/ready reports NATS as degraded until the connection is made.
     """
     while True:
         try:
@@ -49,10 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = database.create_engine(settings.database, application_name=settings.service_name)
         app.state.engine = engine
         app.state.sessionmaker = database.create_sessionmaker(engine)
+        outbox = Outbox(app.state.sessionmaker, broker, settings.outbox)
+        app.state.outbox = outbox
         app.state.readiness = ReadinessProbe(
             {"database": partial(database.ping, engine), "nats": broker.ping},
             timeout=settings.health.check_timeout,
+            # Writes go on while NATS is down (their tasks wait in the outbox): NATS down makes
+            # the API degraded, not unready, so a blip never takes every replica out of rotation.
+            required={"database"},
         )
+        stop_waking = broker.on_reconnect(outbox.wake)
+        relay = asyncio.create_task(outbox.run_relay()) if settings.outbox.relay_enabled else None
         # In a worker, taskiq runs this lifespan for the tasks' dependencies; the worker owns the
         # broker there. Elsewhere this process only publishes tasks.
         connecting: asyncio.Task[None] | None = None
@@ -66,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stop_waking()
+            if relay is not None:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
             if connecting is not None:
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -72,6 +72,34 @@ class NatsSettings(BaseSettings):
     pull_timeout: float = Field(default=2.0, gt=0, le=60)
     stream_max_age: int = Field(default=7 * 24 * 3600, ge=60)
     dead_letter_max_age: int = Field(default=30 * 24 * 3600, ge=60)
+    # JetStream drops a message whose Nats-Msg-Id it stored within this many seconds. The outbox
+    # publishes each task with its id, so it must cover the outbox's longest retry (see README).
+    duplicate_window: float = Field(default=600.0, ge=10, le=86400)
+    # Longest run of a task, unless the task sets its own (`@broker.task(timeout=...)`); the
+    # heartbeat that keeps a running task from being redelivered stops at this limit too.
+    task_timeout: float = Field(default=300.0, gt=0, le=86400)
+    # A task no worker knows yet (a producer deployed before the workers) is delivered again
+    # after this many seconds, up to max_deliver times, then dead-lettered.
+    unknown_task_delay: float = Field(default=60.0, gt=0, le=3600)
+    # How long a publish waits for JetStream's acknowledgement.
+    publish_timeout: float = Field(default=2.0, gt=0, le=60)
+
+
+class OutboxSettings(BaseSettings):
+    """The transactional outbox and its relay (``OUTBOX_*``)."""
+
+    model_config = _config("OUTBOX_")
+
+    # Every process with the app's lifespan (API and workers) relays; turn it off per process.
+    relay_enabled: bool = True
+    # Seconds between two looks at the outbox (a reconnect to NATS wakes the relay at once).
+    relay_interval: float = Field(default=2.0, gt=0, le=300)
+    # Rows younger than this belong to the fast path of the process that wrote them.
+    relay_min_age: float = Field(default=5.0, ge=0, le=300)
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # After a failed publish, a row waits retry_delay * 2^(attempts-1) seconds, at most the max.
+    retry_delay: float = Field(default=1.0, gt=0, le=3600)
+    retry_max_delay: float = Field(default=60.0, gt=0, le=3600)
 
 
 class LoggingSettings(BaseSettings):
@@ -101,6 +129,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
 
@@ -120,12 +149,27 @@ class Settings(BaseSettings):
     def _refuse_weak_secret_in_production(self) -> Self:
         if self.environment is not Environment.PRODUCTION:
             return self
+
         secret = self.secret_key.get_secret_value()
         if secret == DEFAULT_SECRET_KEY or len(secret) < MIN_SECRET_KEY_LENGTH:
             msg = (
                 "SECRET_KEY must be set to a random value of at least "
                 f"{MIN_SECRET_KEY_LENGTH} characters in production "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _duplicate_window_covers_the_outbox(self) -> Self:
+        # A row the relay publishes again must still meet the first copy's id in JetStream.
+        horizon = self.outbox.relay_min_age + self.outbox.relay_interval
+        horizon += self.outbox.retry_max_delay + self.nats.publish_timeout
+        if self.nats.duplicate_window < 2 * horizon:
+            msg = (
+                f"NATS_DUPLICATE_WINDOW ({self.nats.duplicate_window:g} s) must be at least twice "
+                f"the outbox's retry horizon ({horizon:g} s: OUTBOX_RELAY_MIN_AGE + "
+                "OUTBOX_RELAY_INTERVAL + OUTBOX_RETRY_MAX_DELAY + NATS_PUBLISH_TIMEOUT)"
             )
             raise ValueError(msg)
         return self

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -9,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,32 +42,70 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
             "NATS_ACK_WAIT": str(settings.nats.ack_wait),
             "NATS_MAX_DELIVER": str(settings.nats.max_deliver),
             "NATS_RETRY_DELAY": str(settings.nats.retry_delay),
+            "NATS_RETRY_MAX_DELAY": str(settings.nats.retry_max_delay),
             "NATS_PULL_TIMEOUT": str(settings.nats.pull_timeout),
+            "NATS_TASK_TIMEOUT": str(settings.nats.task_timeout),
+            "NATS_UNKNOWN_TASK_DELAY": str(settings.nats.unknown_task_delay),
         }
     )
     env.update(extra)
     return env
 
 
-def _start_taskiq(
-    command: str, target: str, options: list[str], env: Mapping[str, str]
+# What each process started here printed goes to a file, never to a pipe: a pipe nobody reads
+# while the test runs fills up (64 KiB) and blocks the process at its next log line.
+_OUTPUTS: dict[int, Path] = {}
+_TEMPORARY: set[Path] = set()
+
+
+def _spawn(
+    arguments: list[str], env: Mapping[str, str], output: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Run ``taskiq <command> <target>`` from the project root in its own process group."""
-    return subprocess.Popen(  # noqa: S603 - fixed command
-        # argparse takes the positional modules only before the first option.
-        [sys.executable, "-m", "taskiq", command, target, TEST_TASKS, *DISCOVER_TASKS, *options],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """Run ``python <arguments>`` from the project root in its own process group; what it
+    prints goes to ``output`` (appended) or to a temporary file."""
+    if output is None:
+        output = Path(tempfile.mkstemp(prefix="test-process-", suffix=".log")[1])
+        _TEMPORARY.add(output)
+    with output.open("ab") as sink:  # the child keeps its own copy of the file
+        process = subprocess.Popen(  # noqa: S603 - fixed command
+            [sys.executable, *arguments],
+            cwd=PROJECT_ROOT,
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _OUTPUTS[process.pid] = output
+    return process
 
 
-def start_worker(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """``taskiq worker`` as ``just worker`` runs it."""
+def _start_taskiq(
+    command: str,
+    target: str,
+    options: list[str],
+    env: Mapping[str, str],
+    *,
+    modules: Sequence[str] = (),
+    output: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Run ``taskiq <command> <target>`` from the project root in its own process group.
+
+    It imports the test tasks and ``modules`` besides the app's. Its output goes to ``output``
+    when given (a test can watch it while the process runs), else to a file ``stop`` reads.
+    """
+    # argparse takes the positional modules only before the first option.
+    arguments = ["-m", "taskiq", command, target, TEST_TASKS, *modules, *DISCOVER_TASKS, *options]
+    return _spawn(arguments, env, output)
+
+
+def start_worker(
+    env: Mapping[str, str], *, modules: Sequence[str] = (), output: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``taskiq worker`` as ``just worker`` runs it; ``modules``: more task modules to import."""
     options = ["--workers", "1", "--max-async-tasks", "10"]
-    return _start_taskiq("worker", "app.worker.broker:broker", options, env)
+    return _start_taskiq(
+        "worker", "app.worker.broker:broker", options, env, modules=modules, output=output
+    )
 
 
 def start_scheduler(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -73,25 +113,35 @@ def start_scheduler(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     return _start_taskiq("scheduler", "app.worker.scheduler:scheduler", ["--skip-first-run"], env)
 
 
+def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[bytes]:
+    """The API under uvicorn, as the container runs it, on ``port``."""
+    return _spawn(["-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)], env)
+
+
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> str:
     """Signal the process group, wait for it, and return what it printed."""
     if process.poll() is None:
         os.killpg(process.pid, sig)
     try:
-        output, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-    return output.decode(errors="replace") if output else ""
+        process.wait()
+    output = _OUTPUTS.get(process.pid)
+    return output.read_text(encoding="utf-8", errors="replace") if output else ""
 
 
 @contextmanager
 def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
-    """Stop the process (SIGTERM, then SIGKILL) however the block ends."""
+    """Stop the process (SIGTERM, then SIGKILL) however the block ends; remove its output."""
     try:
         yield process
     finally:
         stop(process)
+        output = _OUTPUTS.pop(process.pid, None)
+        if output in _TEMPORARY:
+            _TEMPORARY.discard(output)
+            output.unlink(missing_ok=True)
 
 
 async def wait_for(
@@ -110,6 +160,16 @@ async def wait_for(
             raise TimeoutError(msg)
         # Another process changes the state; there is no event to wait on, so poll it.
         await asyncio.sleep(0.05)
+
+
+def task_runs(output: str) -> Counter[tuple[str, str]]:
+    """How often each (task name, order id) started, from a worker's JSON log lines."""
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return Counter(
+        (event["task_name"], event.get("order_id", ""))
+        for event in events
+        if event.get("event") == "task.started"
+    )
 
 
 def lines(path: Path) -> list[str]:

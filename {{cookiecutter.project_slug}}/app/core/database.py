@@ -1,12 +1,12 @@
-"""SQLAlchemy 2 async on asyncpg: the engine, the session factory, the declarative base and the
-unit-of-work session dependency."""
+"""SQLAlchemy 2 async on asyncpg: the engine, the session factory and the declarative base.
+
+The unit of work (a session that commits, then publishes its tasks) is in
+``app.core.unit_of_work``."""
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import DateTime, MetaData, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.settings import DatabaseSettings
-from app.worker.dispatch import commit_and_dispatch, discard_pending
 
 # Stable constraint and index names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -94,24 +93,3 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
         msg = "the lifespan did not set app.state.sessionmaker"
         raise TypeError(msg)
     return factory
-
-
-async def get_session(
-    factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
-) -> AsyncIterator[AsyncSession]:
-    """The unit of work of one request: commit when the handler succeeds, roll back when it
-    raises. Services and repositories never commit; they may flush. Tasks they asked for are
-    sent after the commit (``app.worker.dispatch``)."""
-    async with factory() as session:
-        try:
-            yield session
-        except BaseException:
-            discard_pending(session)
-            await session.rollback()
-            raise
-        await commit_and_dispatch(session)
-
-
-# scope="function": the commit runs before the response is sent, so a failed commit is the
-# client's error response, never a success followed by a silent rollback.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,7 +1,7 @@
 """Readiness checks: each one proves that a backing service answers right now."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 
 import structlog
 
@@ -11,11 +11,17 @@ Check = Callable[[], Awaitable[None]]
 
 
 class ReadinessProbe:
-    """Runs named checks concurrently, each under a timeout, and reports which ones failed."""
+    """Runs named checks concurrently, each under a timeout, and reports which ones failed.
 
-    def __init__(self, checks: Mapping[str, Check], timeout: float) -> None:
+    The ``required`` ones decide readiness; the others only make the service degraded.
+    """
+
+    def __init__(
+        self, checks: Mapping[str, Check], timeout: float, required: Set[str] | None = None
+    ) -> None:
         self.checks = dict(checks)
         self.timeout = timeout
+        self.required = frozenset(self.checks if required is None else required)
 
     async def _run_one(self, name: str, check: Check) -> bool:
         try:

@@ -12,10 +12,14 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 class Health(BaseModel):
-    """The state of the service and of each backing service it checked."""
+    """The state of the service and of each backing service it checked.
 
-    status: Literal["ok"] = "ok"
-    checks: dict[str, Literal["ok"]] = Field(
+    ``degraded``: the service works, but a backing service it can do without for a while is
+    down (NATS: tasks wait in the outbox and are published when it is back).
+    """
+
+    status: Literal["ok", "degraded"] = "ok"
+    checks: dict[str, Literal["ok", "down"]] = Field(
         default_factory=dict, examples=[{"database": "ok", "nats": "ok"}]
     )
 
@@ -45,9 +49,15 @@ async def live() -> Health:
 
 @router.get("/ready", summary="Readiness", responses=error_responses(NotReady))
 async def ready(probe: ReadinessProbeDep) -> Health:
-    """Check every backing service; 503 names the ones that do not answer."""
+    """Check every backing service: 503 names the required ones that do not answer (the
+    database); a down NATS only makes the answer ``degraded`` (still 200)."""
     results = await probe.run()
-    down = sorted(name for name, passed in results.items() if not passed)
-    if down:
-        raise NotReady(f"Not answering: {', '.join(down)}")
-    return Health(checks=dict.fromkeys(results, "ok"))
+    unready = sorted(
+        name for name, passed in results.items() if not passed and name in probe.required
+    )
+    if unready:
+        raise NotReady(f"Not answering: {', '.join(unready)}")
+    checks: dict[str, Literal["ok", "down"]] = {
+        name: "ok" if passed else "down" for name, passed in results.items()
+    }
+    return Health(status="ok" if all(results.values()) else "degraded", checks=checks)

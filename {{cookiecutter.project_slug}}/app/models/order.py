@@ -2,12 +2,22 @@
 
 import uuid
 from decimal import Decimal
+from enum import StrEnum
 
 from sqlalchemy import Enum, ForeignKey, Index, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.database import Base, Entity
-from app.orders.status import OrderStatus
+
+
+class OrderStatus(StrEnum):
+    """Where an order is in its life cycle (the moves it allows: ``app.orders.status``)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Order(Entity, Base):

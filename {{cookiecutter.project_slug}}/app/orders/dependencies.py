@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.core.database import SessionDep
+from app.core.unit_of_work import SessionDep
 from app.orders.service import OrderService
 from app.orders.tasks import order_service
 
 
-def get_order_service(session: SessionDep) -> OrderService:
+async def get_order_service(session: SessionDep) -> OrderService:
     """The service on the request's unit of work."""
     return order_service(session)
 

@@ -22,17 +22,20 @@ UNAVAILABLE_SKU_PREFIX = "UNAVAILABLE"
 
 
 class OrderTasks(Protocol):
-    """The background work the service asks for; sent only after the unit of work commits."""
+    """The background work the service asks for: saved with the unit of work, published after
+    it commits. ``again=True`` asks again for a task that may be lost: such requests carry a
+    fixed id, so repeating them never queues more than one copy."""
 
-    def process(self, order_id: uuid.UUID) -> None: ...
+    async def process(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
 
-    def fulfil(self, order_id: uuid.UUID) -> None: ...
+    async def fulfil(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     failed: int
     requeued: int
+    refulfilled: int
 
 
 class OrderService:
@@ -57,7 +60,7 @@ class OrderService:
             ],
         )
         await self.repository.add(order)
-        self.tasks.process(order.id)
+        await self.tasks.process(order.id)
         log.info("order.created", order_id=str(order.id), total=str(order.total))
         return order
 
@@ -101,9 +104,9 @@ class OrderService:
         elif order.status is not OrderStatus.PROCESSING:
             log.info("order.process_skipped", order_id=str(order_id), status=order.status)
             return
-        # Also for an order already processing: a crash may have lost its fulfilment task, and
-        # fulfilling twice is harmless.
-        self.tasks.fulfil(order_id)
+        # Also for an order already processing: this is a redelivery after a crash that may
+        # have come before the fulfilment task was saved; fulfilling twice is harmless.
+        await self.tasks.fulfil(order_id)
         log.info("order.processing", order_id=str(order_id))
 
     async def fulfil(self, order_id: uuid.UUID, *, work_seconds: float = 0.0) -> None:
@@ -126,20 +129,39 @@ class OrderService:
     async def sweep(
         self, *, processing_timeout: float, requeue_pending_after: float
     ) -> SweepResult:
-        """Fail orders stuck in processing; queue again pending orders that waited too long."""
+        """Ask again for the tasks of orders that waited too long; fail orders stuck in
+        processing past ``processing_timeout``.
+
+        Tasks go through the outbox, so they are lost only if something outside the service
+        removed them (a purged stream, the stream's ``max_age``). Asking again uses fixed ids:
+        JetStream keeps one copy per duplicate window however often the sweep runs.
+        """
         now = datetime.now(UTC)
+        waited = now - timedelta(seconds=requeue_pending_after)
         stuck = await self.repository.stale(
             OrderStatus.PROCESSING, before=now - timedelta(seconds=processing_timeout)
         )
         for order in stuck:
             order.status = OrderStatus.FAILED
             order.failure_reason = "Processing timed out"
-        waiting = await self.repository.stale(
-            OrderStatus.PENDING, before=now - timedelta(seconds=requeue_pending_after)
-        )
+        stuck_ids = {order.id for order in stuck}
+        slow = [
+            order
+            for order in await self.repository.stale(OrderStatus.PROCESSING, before=waited)
+            if order.id not in stuck_ids
+        ]
+        for order in slow:
+            await self.tasks.fulfil(order.id, again=True)
+        waiting = await self.repository.stale(OrderStatus.PENDING, before=waited)
         for order in waiting:
-            self.tasks.process(order.id)
+            await self.tasks.process(order.id, again=True)
         await self.repository.session.flush()
-        if stuck or waiting:
-            log.info("order.swept", failed=len(stuck), requeued=len(waiting))
-        return SweepResult(failed=len(stuck), requeued=len(waiting))
+        result = SweepResult(failed=len(stuck), requeued=len(waiting), refulfilled=len(slow))
+        if stuck or slow or waiting:
+            log.info(
+                "order.swept",
+                failed=result.failed,
+                requeued=result.requeued,
+                refulfilled=result.refulfilled,
+            )
+        return result

@@ -12,9 +12,10 @@ class OrdersSettings(BaseSettings):
     )
 
     # Orders still processing after this many seconds are failed by the sweep.
-    processing_timeout: float = Field(default=300.0, gt=0)
-    # Pending orders older than this are queued again by the sweep, in case their task was lost.
-    requeue_pending_after: float = Field(default=60.0, gt=0)
+    processing_timeout: float = Field(default=900.0, gt=0)
+    # Orders pending or processing for longer than this get their next task again from the
+    # sweep, in case it was lost (fixed ids: at most one copy per NATS duplicate window).
+    requeue_pending_after: float = Field(default=120.0, gt=0)
     # How often the scheduler runs the sweep, in seconds.
     sweep_interval: int = Field(default=60, ge=1)
     # Stand-in for real fulfilment work (a payment, a warehouse call), in seconds.

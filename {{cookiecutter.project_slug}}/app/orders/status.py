@@ -1,14 +1,8 @@
 """The life cycle of an order and the moves it allows."""
 
-from enum import StrEnum
+from app.models.order import OrderStatus
 
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+__all__ = ["ALLOWED_TRANSITIONS", "OrderStatus", "can_transition"]
 
 
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {

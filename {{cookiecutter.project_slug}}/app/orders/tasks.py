@@ -5,29 +5,32 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.outbox import enqueue
 from app.orders.repository import OrderRepository
 from app.orders.service import OrderService, SweepResult
 from app.orders.settings import get_orders_settings
 from app.worker.broker import broker
 from app.worker.dependencies import TaskSession
-from app.worker.dispatch import send_after_commit
 
 
 class QueuedOrderTasks:
-    """The service's way to ask for order tasks: queued now, sent when the session commits."""
+    """The service's way to ask for order tasks: written to the outbox with the unit of work,
+    published when it commits."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def process(self, order_id: uuid.UUID) -> None:
-        send_after_commit(
-            self.session, process_order.kicker().with_labels(order_id=str(order_id)), order_id
-        )
+    async def process(self, order_id: uuid.UUID, *, again: bool = False) -> None:
+        kicker = process_order.kicker().with_labels(order_id=str(order_id))
+        if again:
+            kicker = kicker.with_task_id(f"again:orders.process:{order_id}")
+        await enqueue(self.session, kicker, order_id)
 
-    def fulfil(self, order_id: uuid.UUID) -> None:
-        send_after_commit(
-            self.session, fulfil_order.kicker().with_labels(order_id=str(order_id)), order_id
-        )
+    async def fulfil(self, order_id: uuid.UUID, *, again: bool = False) -> None:
+        kicker = fulfil_order.kicker().with_labels(order_id=str(order_id))
+        if again:
+            kicker = kicker.with_task_id(f"again:orders.fulfil:{order_id}")
+        await enqueue(self.session, kicker, order_id)
 
 
 def order_service(session: AsyncSession) -> OrderService:
@@ -54,7 +57,7 @@ async def fulfil_order(order_id: uuid.UUID, session: AsyncSession = TaskSession)
     schedule=[{"interval": get_orders_settings().sweep_interval, "schedule_id": "orders.sweep"}],
 )
 async def sweep_orders(session: AsyncSession = TaskSession) -> SweepResult:
-    """Fail orders stuck in processing; queue again pending orders whose task may be lost."""
+    """Ask again for the tasks of orders that waited too long; fail orders stuck too long."""
     settings = get_orders_settings()
     return await order_service(session).sweep(
         processing_timeout=settings.processing_timeout,

@@ -1,1 +1,1 @@
-"""The task queue: TaskIQ on NATS JetStream (broker, dispatch after commit, scheduler)."""
+"""The task queue: TaskIQ on NATS JetStream (broker, deliveries, dead letters, scheduler)."""

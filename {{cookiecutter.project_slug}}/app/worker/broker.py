@@ -1,20 +1,21 @@
 """The TaskIQ broker on NATS JetStream, with the guarantees taskiq-nats's brokers lack.
 
-- At-least-once: a task is acked only after it finished; a crash means redelivery after
-  ``ack_wait``, and a heartbeat (``in_progress``) keeps a long task from being redelivered while it
-  still runs.
-- A task that raises is delivered again after an exponential delay (NAK with delay), up to
-  ``max_deliver`` deliveries; then it is copied to the dead-letter stream with its error. A task
-  that keeps crashing its worker reaches ``max_deliver`` too: NATS announces it and one worker
-  copies it to the dead-letter stream.
+- At-least-once: a task is acked only after it finished and its unit of work committed. A
+  heartbeat (``in_progress``) keeps a running task from being redelivered, up to its timeout.
+- Failures of any kind are failures: a task that raises, times out, or whose commit fails is
+  delivered again after an exponential delay, and dead-lettered after ``max_deliver`` attempts.
+- Nothing is dropped: an unreadable message goes to the dead letters at once, with the reason;
+  a task no worker here knows is delivered again later (a newer worker may take it), then
+  dead-lettered. A task whose earlier deliveries never ended (it crashed or hung its worker) is
+  dead-lettered on receipt, before it runs again: no advisory, no live worker needed at the
+  moment it ran out of attempts.
 - Names come from the settings (``<prefix>.tasks``, ``<prefix>_tasks``, ``<prefix>_worker``), so
   services, environments and test runs never share a queue.
 - Only worker processes create the consumer and pull: the API process only publishes.
 """
 
 import asyncio
-import json
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import nats
@@ -29,24 +30,34 @@ from nats.js.errors import NotFoundError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage, TaskiqMessage, TaskiqMiddleware
 from taskiq.result import TaskiqResult
 
+from app.core.outbox import single_line
 from app.settings import Settings, get_settings
+from app.worker.delivery import Delivery
 from app.worker.middleware import TaskContextMiddleware
 from app.worker.queue import QueueConfig
 
 log = structlog.get_logger(__name__)
 
-
-def _header_value(text: str, limit: int = 1000) -> str:
-    # NATS header values are single lines.
-    return " ".join(text.split())[:limit]
+MESSAGE_ID = "Nats-Msg-Id"
 
 
-class _FailureRecorder(TaskiqMiddleware):
-    """Remembers which tasks raised, so settling their message can retry or dead-letter them."""
+class _DeliveryTracker(TaskiqMiddleware):
+    """Links taskiq's handling of a message to its delivery: the task's default timeout, the
+    asyncio task that handles it, and the error it ended with."""
 
-    def __init__(self, failures: dict[str, str]) -> None:
+    def __init__(self, broker: "JetStreamBroker") -> None:
         super().__init__()
-        self.failures = failures
+        self.tracked = broker
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        message.labels.setdefault("timeout", self.tracked.config.task_timeout)
+        # The delivery is settled once the task and its commit are done, never earlier: an
+        # ack_type label ("when_received") would ack a task that may still fail.
+        message.labels.pop("ack_type", None)
+        delivery = self.tracked.deliveries.get(message.task_id)
+        if delivery is not None:
+            delivery.bind(asyncio.current_task())
+        return message
 
     def on_error(
         self,
@@ -54,7 +65,9 @@ class _FailureRecorder(TaskiqMiddleware):
         result: TaskiqResult[Any],  # noqa: ARG002 - Any: every task's result passes through here
         exception: BaseException,
     ) -> None:
-        self.failures[message.task_id] = f"{type(exception).__name__}: {exception}"
+        delivery = self.tracked.deliveries.get(message.task_id)
+        if delivery is not None:
+            delivery.error = f"{type(exception).__name__}: {exception}"
 
 
 class JetStreamBroker(AsyncBroker):
@@ -66,8 +79,10 @@ class JetStreamBroker(AsyncBroker):
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
-        self._failures: dict[str, str] = {}
-        self.add_middlewares(_FailureRecorder(self._failures))
+        self._reconnect_listeners: list[Callable[[], None]] = []
+        # The deliveries this process is handling, by task id.
+        self.deliveries: dict[str, Delivery] = {}
+        self.add_middlewares(_DeliveryTracker(self))
 
     def configure(self, settings: Settings) -> None:
         """Use these settings instead of the environment's (call before ``startup``)."""
@@ -78,6 +93,11 @@ class JetStreamBroker(AsyncBroker):
         if self._config is None:
             self._config = QueueConfig.from_settings(get_settings())
         return self._config
+
+    @property
+    def queue(self) -> str:
+        """The subject tasks are published to (what the outbox records with each task)."""
+        return self.config.subject
 
     @property
     def is_connected(self) -> bool:
@@ -91,6 +111,17 @@ class JetStreamBroker(AsyncBroker):
             raise RuntimeError(msg)
         return self._js
 
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` each time the connection to NATS is made or comes back; return
+        the function that stops it."""
+        self._reconnect_listeners.append(listener)
+        return lambda: self._reconnect_listeners.remove(listener)
+
+    async def _reconnected(self) -> None:
+        log.info("queue.connected")
+        for listener in self._reconnect_listeners:
+            listener()
+
     async def startup(self) -> None:
         """Connect, make sure the streams exist and, in a worker, join the consumer."""
         await super().startup()
@@ -103,6 +134,7 @@ class JetStreamBroker(AsyncBroker):
             name=f"{config.durable}-{role}",
             connect_timeout=config.connect_timeout,
             max_reconnect_attempts=-1,
+            reconnected_cb=self._reconnected,
         )
         self._js = self._client.jetstream()
         await self._ensure_stream(
@@ -112,6 +144,7 @@ class JetStreamBroker(AsyncBroker):
                 retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE,
                 max_age=config.stream_max_age,
+                duplicate_window=config.duplicate_window,
             )
         )
         await self._ensure_stream(
@@ -121,10 +154,13 @@ class JetStreamBroker(AsyncBroker):
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
                 max_age=config.dead_letter_max_age,
+                # Dead-lettering again after a crash in between comes an ack_wait later.
+                duplicate_window=max(config.duplicate_window, 2 * config.ack_wait),
             )
         )
         if self.is_worker_process:
             await self._join_consumer()
+        await self._reconnected()
 
     async def _ensure_stream(self, stream: StreamConfig) -> None:
         """Create the stream, or apply changed limits to an existing one (never ignore them)."""
@@ -134,33 +170,39 @@ class JetStreamBroker(AsyncBroker):
         except NotFoundError:
             await self.jetstream.add_stream(stream)
             return
-        if current.subjects != stream.subjects or current.max_age != stream.max_age:
+        changed = (
+            current.subjects != stream.subjects
+            or current.max_age != stream.max_age
+            or (stream.duplicate_window and current.duplicate_window != stream.duplicate_window)
+        )
+        if changed:
             await self.jetstream.update_stream(stream)
 
     async def _join_consumer(self) -> None:
         config = self.config
-        await self.jetstream.add_consumer(
-            config.stream,
-            ConsumerConfig(
-                durable_name=config.durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=config.ack_wait,
-                max_deliver=config.max_deliver,
-            ),
+        # No max_deliver on the consumer: the worker judges the delivery count itself on
+        # receipt, so a task that ran out of attempts is dead-lettered, never left in the stream.
+        consumer = ConsumerConfig(
+            durable_name=config.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=config.ack_wait,
+            max_deliver=-1,
         )
+        try:
+            current = await self.jetstream.consumer_info(config.stream, config.durable)
+        except NotFoundError:
+            await self.jetstream.add_consumer(config.stream, consumer)
+        else:
+            if (current.config.ack_wait, current.config.max_deliver) != (config.ack_wait, -1):
+                await self.jetstream.add_consumer(config.stream, consumer)  # updates it
         self._subscription = await self.jetstream.pull_subscribe(
             config.subject, durable=config.durable, stream=config.stream
-        )
-        assert self._client is not None  # noqa: S101 - set by startup just before
-        # A queue group: exactly one worker copies each exhausted task to the dead letters.
-        await self._client.subscribe(
-            config.max_deliveries_advisory,
-            queue=f"{config.durable}_dead_letters",
-            cb=self._on_max_deliveries,
         )
 
     async def shutdown(self) -> None:
         await super().shutdown()
+        for delivery in list(self.deliveries.values()):
+            delivery.cancel()
         if self._client is not None:
             await self._client.close()
         self._client = self._js = self._subscription = None
@@ -172,10 +214,23 @@ class JetStreamBroker(AsyncBroker):
             raise ConnectionError(msg)
         await self.jetstream.stream_info(self.config.stream)
 
+    async def publish(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish a task under its id; returns once JetStream stored it or dropped it as a
+        duplicate of a copy stored within the duplicate window."""
+        if not self.is_connected:  # nats-py would buffer it and maybe send it much later
+            msg = "not connected to NATS"
+            raise ConnectionError(msg)
+        await self.jetstream.publish(
+            self.config.subject,
+            body,
+            timeout=self.config.publish_timeout,
+            headers={**headers, MESSAGE_ID: message_id},
+        )
+
     async def kick(self, message: BrokerMessage) -> None:
-        """Publish a task; returns once JetStream has stored it."""
-        headers = {key: _header_value(str(value)) for key, value in message.labels.items()}
-        await self.jetstream.publish(self.config.subject, message.message, headers=headers)
+        """Publish a task at once (the scheduler, or a plain ``.kiq()`` outside a unit of work)."""
+        headers = {key: single_line(str(value)) for key, value in message.labels.items()}
+        await self.publish(message.task_id, message.message, headers)
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage]:
         """Pull one task at a time; a bounded wait keeps shutdown and reconnects prompt."""
@@ -193,86 +248,91 @@ class JetStreamBroker(AsyncBroker):
                 await asyncio.sleep(self.config.pull_timeout)
                 continue
             for message in messages:
-                yield AckableMessage(data=message.data, ack=self._settlement(message))
+                try:
+                    delivery = await self._receive(message)
+                except nats.errors.Error as exc:
+                    # A NAK or dead letter that did not reach NATS: it redelivers the message.
+                    log.warning("task.receive_failed", error=repr(exc))
+                    continue
+                if delivery is not None:
+                    yield AckableMessage(data=message.data, ack=delivery.settle)
 
-    def _settlement(self, message: Msg) -> Callable[[], Awaitable[None]]:
-        """The callback taskiq runs when the task finished: ack, retry later, or dead-letter."""
-        task_id, task_name = self._identify(message.data)
-        heartbeat = asyncio.create_task(self._keep_alive(message))
-
-        async def settle() -> None:
-            heartbeat.cancel()
-            error = self._failures.pop(task_id, None)
-            if error is None:
-                await message.ack()
-                return
-            attempt = message.metadata.num_delivered
-            if attempt < self.config.max_deliver:
-                delay = self.config.retry_delay_after(attempt)
-                log.warning(
-                    "task.retry_scheduled", task_name=task_name, attempt=attempt, delay=delay
-                )
-                await message.nak(delay=delay)
-                return
-            await self.dead_letter(
-                message.data, message.headers, reason="failed", error=error, deliveries=attempt
-            )
-            await message.term()
-
-        return settle
-
-    def _identify(self, data: bytes) -> tuple[str, str]:
+    async def _receive(self, message: Msg) -> Delivery | None:
+        """Check a delivery before taskiq runs it; settle it here when it must not run."""
+        config = self.config
+        attempt = message.metadata.num_delivered
         try:
-            parsed = self.formatter.loads(message=data)
-        except Exception:  # noqa: BLE001 - taskiq itself reports unreadable messages
-            return "", ""
-        return parsed.task_id, parsed.task_name
+            parsed = self.formatter.loads(message=message.data)
+            parsed.parse_labels()
+            # A timeout that is no number fails every run, and here it would end the listener.
+            timeout = float(parsed.labels.get("timeout", config.task_timeout))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, no worker can read it
+            await self.dead_letter(message, "unreadable", f"{type(exc).__name__}: {exc}")
+            return None
+        if attempt > config.max_deliver:
+            error = (
+                f"delivered {attempt} times; the earlier deliveries ended without a result "
+                "(the worker crashed, was killed, or the task hung past its timeout)"
+            )
+            await self.dead_letter(message, "abandoned", error)
+            return None
+        if self.find_task(parsed.task_name) is None:
+            if attempt >= config.max_deliver:
+                error = f"no worker knows the task {parsed.task_name!r}"
+                await self.dead_letter(message, "unknown_task", error)
+            else:
+                log.warning(
+                    "task.unknown",
+                    task_name=parsed.task_name,
+                    attempt=attempt,
+                    retry_in=config.unknown_task_delay,
+                )
+                await message.nak(delay=config.unknown_task_delay)
+            return None
+        if parsed.task_id in self.deliveries:
+            # The same task is being handled here right now: let that finish first.
+            await message.nak(delay=config.retry_delay)
+            return None
+        delivery = Delivery(
+            message,
+            task_id=parsed.task_id,
+            task_name=parsed.task_name,
+            timeout=timeout,
+            config=config,
+            dead_letter=self.dead_letter,
+            on_settled=self._forget,
+        )
+        self.deliveries[parsed.task_id] = delivery
+        return delivery
 
-    async def _keep_alive(self, message: Msg) -> None:
-        """Tell NATS the task is still running, well within each ``ack_wait``."""
-        while True:
-            await asyncio.sleep(self.config.ack_wait / 3)
-            try:
-                await message.in_progress()
-            except nats.errors.Error as exc:
-                log.warning("task.heartbeat_failed", error=repr(exc))
+    def _forget(self, delivery: Delivery) -> None:
+        if self.deliveries.get(delivery.task_id) is delivery:
+            del self.deliveries[delivery.task_id]
 
-    async def dead_letter(
-        self,
-        data: bytes,
-        headers: Mapping[str, str] | None,
-        *,
-        reason: str,
-        error: str,
-        deliveries: int,
-    ) -> None:
-        """Keep a task that will not be delivered again, with why, in the dead-letter stream."""
-        annotated = dict(headers or {})
+    async def dead_letter(self, message: Msg, reason: str, error: str) -> None:
+        """Keep a task that will not be delivered again, with why, in the dead-letter stream;
+        then remove it from the work queue."""
+        config = self.config
+        deliveries = message.metadata.num_delivered
+        sequence = message.metadata.sequence.stream
+        annotated = {k: v for k, v in (message.headers or {}).items() if k != MESSAGE_ID}
         annotated.update(
             {
                 "Dead-Letter-Reason": reason,
-                "Dead-Letter-Error": _header_value(error),
+                "Dead-Letter-Error": single_line(error),
                 "Dead-Letter-Deliveries": str(deliveries),
+                # A second dead-lettering of the same message (a crash in between) is dropped.
+                MESSAGE_ID: f"{config.stream}:{sequence}",
             }
         )
-        await self.jetstream.publish(self.config.dead_letter_subject, data, headers=annotated)
-        log.error("task.dead_lettered", reason=reason, error=error, deliveries=deliveries)
-
-    async def _on_max_deliveries(self, advisory: Msg) -> None:
-        event = json.loads(advisory.data)
-        sequence = int(event["stream_seq"])
-        stored = await self.jetstream.get_msg(self.config.stream, sequence)
-        await self.dead_letter(
-            stored.data or b"",
-            stored.headers,
-            reason="max_deliveries",
-            error=(
-                f"delivered {event['deliveries']} times without an ack: the worker crashed or "
-                "the task outran ack_wait"
-            ),
-            deliveries=int(event["deliveries"]),
+        await self.jetstream.publish(
+            config.dead_letter_subject,
+            message.data,
+            timeout=config.publish_timeout,
+            headers=annotated,
         )
-        await self.jetstream.delete_msg(self.config.stream, sequence)
+        await message.term()
+        log.error("task.dead_lettered", reason=reason, error=error, deliveries=deliveries)
 
 
 broker = JetStreamBroker().with_middlewares(TaskContextMiddleware())

@@ -8,23 +8,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import TaskiqDepends
 
 from app.core.database import get_sessionmaker
-from app.worker.dispatch import commit_and_dispatch, discard_pending
+from app.core.unit_of_work import get_outbox
 
 
 async def get_task_session(
     request: Annotated[Request, TaskiqDepends()],
 ) -> AsyncGenerator[AsyncSession]:
-    """A task's unit of work: committed (then its follow-up tasks sent) when the task returns,
-    rolled back when it raises."""
+    """A task's unit of work: committed (then the tasks it wrote published) when the task
+    returns, rolled back when it raises.
+
+    taskiq closes this dependency after the task, outside its own error handling: a commit that
+    fails here escapes it. The broker settles such a delivery as a failure all the same (retry
+    with backoff, then the dead letters): see ``app.worker.delivery``.
+    """
+    outbox = get_outbox(request)
     async with get_sessionmaker(request)() as session:
+        outbox.attach(session)
         try:
             yield session
         except Exception:  # noqa: BLE001 - taskiq has recorded the task's error; re-raising
-            # here would only log it twice.
-            discard_pending(session)
+            # here would only escape taskiq's handling a second time.
+            outbox.discard(session)
             await session.rollback()
             return
-        await commit_and_dispatch(session)
+        await outbox.commit(session)
 
 
 # Tasks declare it with a default, `session: AsyncSession = TaskSession`, so that the parameter

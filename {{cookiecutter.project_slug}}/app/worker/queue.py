@@ -21,6 +21,10 @@ class QueueConfig:
     pull_timeout: float
     stream_max_age: int
     dead_letter_max_age: int
+    duplicate_window: float
+    task_timeout: float
+    unknown_task_delay: float
+    publish_timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "QueueConfig":
@@ -41,12 +45,11 @@ class QueueConfig:
             pull_timeout=nats.pull_timeout,
             stream_max_age=nats.stream_max_age,
             dead_letter_max_age=nats.dead_letter_max_age,
+            duplicate_window=nats.duplicate_window,
+            task_timeout=nats.task_timeout,
+            unknown_task_delay=nats.unknown_task_delay,
+            publish_timeout=nats.publish_timeout,
         )
-
-    @property
-    def max_deliveries_advisory(self) -> str:
-        """The subject on which NATS reports a task that reached ``max_deliver``."""
-        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"
 
     def retry_delay_after(self, attempt: int) -> float:
         """Seconds to wait before delivering a failed task again (exponential, capped)."""

@@ -6,8 +6,8 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import SessionDep
 from app.core.errors import Conflict
+from app.core.unit_of_work import SessionDep
 
 
 @pytest.fixture

@@ -6,15 +6,18 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.models import Order
+from app.models import Order, OutboxMessage
 
 
 @pytest.fixture
 async def committed(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions that really commit; every order created meanwhile is deleted after the test."""
+    """Sessions that really commit; every order (and outbox row) created meanwhile is deleted
+    after the test."""
     factory = async_sessionmaker(engine, expire_on_commit=False)
     async with factory() as probe:
         before = set((await probe.scalars(select(Order.id))).all())
+        waiting = set((await probe.scalars(select(OutboxMessage.id))).all())
     yield factory
     async with factory.begin() as cleanup:
         await cleanup.execute(delete(Order).where(Order.id.not_in(before)))
+        await cleanup.execute(delete(OutboxMessage).where(OutboxMessage.id.not_in(waiting)))

@@ -19,11 +19,11 @@ class RecordedTasks:
     def __init__(self) -> None:
         self.asked: list[tuple[str, uuid.UUID]] = []
 
-    def process(self, order_id: uuid.UUID) -> None:
-        self.asked.append(("process", order_id))
+    async def process(self, order_id: uuid.UUID, *, again: bool = False) -> None:
+        self.asked.append(("process again" if again else "process", order_id))
 
-    def fulfil(self, order_id: uuid.UUID) -> None:
-        self.asked.append(("fulfil", order_id))
+    async def fulfil(self, order_id: uuid.UUID, *, again: bool = False) -> None:
+        self.asked.append(("fulfil again" if again else "fulfil", order_id))
 
 
 @pytest.fixture
@@ -119,20 +119,27 @@ async def test_fulfil_skips_an_order_that_is_not_processing(
     assert await status_of(session, order) is OrderStatus.CANCELLED
 
 
-async def test_sweep_fails_stuck_orders_and_requeues_old_pending_ones(
+async def test_sweep_asks_again_for_late_tasks_and_fails_orders_stuck_too_long(
     service: OrderService, tasks: RecordedTasks, session: AsyncSession
 ) -> None:
     stuck = await make_order(session, status=OrderStatus.PROCESSING)
+    slow = await make_order(session, status=OrderStatus.PROCESSING)
     waiting = await make_order(session, status=OrderStatus.PENDING)
     fresh = await make_order(session, status=OrderStatus.PROCESSING)
     await session.execute(
-        text("UPDATE orders SET updated_at = now() - interval '1 hour' WHERE id IN (:a, :b)"),
-        {"a": stuck.id, "b": waiting.id},
+        text("UPDATE orders SET updated_at = now() - interval '2 hours' WHERE id = :id"),
+        {"id": stuck.id},
+    )
+    await session.execute(
+        text("UPDATE orders SET updated_at = now() - interval '10 minutes' WHERE id IN (:a, :b)"),
+        {"a": slow.id, "b": waiting.id},
     )
 
-    result = await service.sweep(processing_timeout=600, requeue_pending_after=600)
+    result = await service.sweep(processing_timeout=3600, requeue_pending_after=300)
 
-    assert (result.failed, result.requeued) == (1, 1)
+    assert (result.failed, result.refulfilled, result.requeued) == (1, 1, 1)
     assert await status_of(session, stuck) is OrderStatus.FAILED
+    # A healthy order whose fulfilment may be lost is fulfilled again, not failed.
+    assert await status_of(session, slow) is OrderStatus.PROCESSING
     assert await status_of(session, fresh) is OrderStatus.PROCESSING
-    assert tasks.asked == [("process", waiting.id)]
+    assert tasks.asked == [("fulfil again", slow.id), ("process again", waiting.id)]

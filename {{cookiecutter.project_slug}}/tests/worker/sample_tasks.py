@@ -5,15 +5,29 @@ Each one leaves a trace in a file the test names, so a test can see what ran, an
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.worker.broker import broker
+from app.worker.dependencies import TaskSession
+
+# The table `commit_fails` writes to: its test creates it, with a foreign key checked only at
+# COMMIT (DEFERRABLE INITIALLY DEFERRED), so a row pointing at no parent fails the commit itself.
+FAULT_TABLE = "fault_probe"
+FAULT_PARENT_TABLE = "fault_parent"
+MISSING_PARENT = 404
 
 
-def note(path: str, line: str) -> None:
-    """Append one line to the trace file (a single small write, so lines never interleave)."""
-    with Path(path).open("a", encoding="utf-8") as trace:
-        trace.write(f"{line}\n")
+def note(path: str, line: str) -> int:
+    """Append one line to the trace file (a single small write, so lines never interleave);
+    return how many lines it holds now."""
+    trace = Path(path)
+    with trace.open("a", encoding="utf-8") as file:
+        file.write(f"{line}\n")
+    return len(trace.read_text(encoding="utf-8").splitlines())
 
 
 @broker.task(task_name="tests.record")
@@ -39,6 +53,36 @@ async def explode(path: str) -> None:
 async def crash(path: str) -> None:
     note(path, "attempt")
     os._exit(1)  # the worker process dies mid-task, as on an out-of-memory kill
+
+
+# A long timeout: a delivery whose failed commit went unsettled would be kept alive by its
+# heartbeat that long, not redelivered soon after.
+@broker.task(task_name="tests.commit_fails", timeout=60)
+async def commit_fails(
+    path: str, key: str, failures: int, session: AsyncSession = TaskSession
+) -> None:
+    """Write a row whose commit fails on the first ``failures`` attempts, a valid one after."""
+    attempt = note(path, "attempt")
+    parent = MISSING_PARENT if attempt <= failures else None
+    await session.execute(
+        text(f"INSERT INTO {FAULT_TABLE} (key, parent_id) VALUES (:key, :parent)"),  # noqa: S608 - a constant
+        {"key": key, "parent": parent},
+    )
+
+
+@broker.task(task_name="tests.kill_worker")
+async def kill_worker(path: str) -> None:
+    note(path, "attempt")
+    # The worker's whole process group (taskiq's supervisor too): no worker is left alive.
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+@broker.task(task_name="tests.overrun", timeout=0.3)
+async def overrun(path: str, seconds: float) -> None:
+    """Runs past its own timeout when ``seconds`` is longer."""
+    note(path, "start")
+    await asyncio.sleep(seconds)
+    note(path, "done")
 
 
 @broker.task(task_name="tests.tick", schedule=[{"interval": 1, "schedule_id": "tests.tick"}])

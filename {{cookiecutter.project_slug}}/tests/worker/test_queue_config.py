@@ -14,9 +14,7 @@ def test_names_are_prefixed_per_service_and_environment() -> None:
     assert config.stream == f"{prefix}_tasks"
     assert config.durable == f"{prefix}_worker"
     assert config.dead_letter_stream == f"{prefix}_dead_letter"
-    assert config.max_deliveries_advisory == (
-        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{prefix}_tasks.{prefix}_worker"
-    )
+    assert config.dead_letter_subject == f"{prefix}.dead_letter"
 
 
 def test_an_explicit_prefix_wins() -> None:

@@ -20,23 +20,7 @@ from tests.processes import (
     wait_for,
 )
 from tests.worker import sample_tasks
-
-
-@pytest.fixture
-def trace(tmp_path: Path) -> Path:
-    """The file the sample tasks write what they did into."""
-    return tmp_path / "trace.txt"
-
-
-async def dead_letters(broker: JetStreamBroker) -> list[tuple[dict[str, str], bytes]]:
-    """Every message in the dead-letter stream, with its headers."""
-    config = broker.config
-    info = await broker.jetstream.stream_info(config.dead_letter_stream)
-    found = []
-    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-        stored = await broker.jetstream.get_msg(config.dead_letter_stream, sequence)
-        found.append((dict(stored.headers or {}), stored.data or b""))
-    return [entry for entry in found if entry[1]] if info.state.messages else []
+from tests.worker.queue_state import dead_letters, has_dead_letter
 
 
 @pytest.mark.usefixtures("producer")
@@ -56,7 +40,7 @@ async def test_failing_task_is_retried_then_dead_lettered(
         sent = await sample_tasks.explode.kiq(str(trace))
 
         await wait_for(lambda: len(lines(trace)) == 3, what="three attempts")
-        await wait_for(lambda: _has_dead_letter(producer), what="the dead letter")
+        await wait_for(lambda: has_dead_letter(producer), what="the dead letter")
 
     [(headers, body)] = await dead_letters(producer)
     assert headers["Dead-Letter-Reason"] == "failed"
@@ -66,11 +50,6 @@ async def test_failing_task_is_retried_then_dead_lettered(
     assert len(lines(trace)) == 3, "no attempt after the last one"
 
 
-async def _has_dead_letter(broker: JetStreamBroker) -> bool:
-    info = await broker.jetstream.stream_info(broker.config.dead_letter_stream)
-    return info.state.messages > 0
-
-
 async def test_task_that_keeps_crashing_its_worker_is_dead_lettered(
     producer: JetStreamBroker, fresh_queue: Settings, trace: Path
 ) -> None:
@@ -78,11 +57,11 @@ async def test_task_that_keeps_crashing_its_worker_is_dead_lettered(
     with running(start_worker(process_env(fresh_queue))):
         await sample_tasks.crash.kiq(str(trace))
 
-        await wait_for(lambda: _has_dead_letter(producer), within=60, what="the dead letter")
+        await wait_for(lambda: has_dead_letter(producer), within=60, what="the dead letter")
 
     [(headers, _)] = await dead_letters(producer)
-    assert headers["Dead-Letter-Reason"] == "max_deliveries"
-    assert headers["Dead-Letter-Deliveries"] == "3"
+    assert headers["Dead-Letter-Reason"] == "abandoned"
+    assert headers["Dead-Letter-Deliveries"] == "4", "judged on the delivery after the last attempt"
     assert len(lines(trace)) == 3
 
 

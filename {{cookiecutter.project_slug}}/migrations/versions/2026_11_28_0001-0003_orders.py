@@ -1,8 +1,8 @@
 """Orders and their items (the example domain).
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-27 00:01:00+00:00
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28 00:01:00+00:00
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

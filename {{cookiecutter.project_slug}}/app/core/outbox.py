@@ -1,0 +1,250 @@
+"""The transactional outbox: a task exists exactly when the data it works on does.
+
+``enqueue(session, task.kicker(), ...)`` writes the task to the ``outbox`` table in the session's
+unit of work. After the commit the process publishes it at once (the fast path), with
+``Nats-Msg-Id`` set to the task id, and deletes the row. Whatever the fast path missed (NATS
+down, the process killed in between) the relay publishes later: every process that runs the
+app's lifespan (API and workers) polls the table with ``FOR UPDATE SKIP LOCKED``, so any number
+of them share the rows without publishing one twice at the same time. JetStream drops a copy
+whose id it stored within the stream's duplicate window, so a row published twice (published,
+then the process died before deleting it) still runs once.
+"""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+from sqlalchemy import DateTime, Index, LargeBinary, String, Text, delete, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+from taskiq.kicker import AsyncKicker
+
+from app.core.context import current_request_id
+from app.core.database import Base
+from app.settings import OutboxSettings
+
+log = structlog.get_logger(__name__)
+
+# Keys of AsyncSession.info: the outbox of the unit of work, and the rows it wrote.
+_OUTBOX = "outbox"
+_PENDING = "outbox_pending"
+
+
+def single_line(text_value: str, limit: int = 1000) -> str:
+    """A value fit for a NATS header: one line, bounded."""
+    return " ".join(text_value.split())[:limit]
+
+
+class OutboxMessage(Base):
+    """A task written with the business rows, waiting to be published."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "queue", "available_at"),)
+
+    # The task id: also the NATS message id, so JetStream drops a second copy.
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The subject the task is published to; a process relays only its own queue's rows.
+    queue: Mapped[str] = mapped_column(String(200))
+    task_name: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    # The relay leaves a row alone until then (after a failed publish, with backoff).
+    available_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+
+
+class Publisher(Protocol):
+    """What the outbox needs of the task queue (the broker)."""
+
+    @property
+    def queue(self) -> str:
+        """The subject tasks are published to."""
+        ...
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def publish(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish one task; returns once the queue stored it (or dropped it as a duplicate)."""
+        ...
+
+
+class Outbox:
+    """The outbox of one process: commits units of work, publishes their tasks, relays."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        publisher: Publisher,
+        settings: OutboxSettings,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.publisher = publisher
+        self.settings = settings
+        self._wake = asyncio.Event()
+
+    def attach(self, session: AsyncSession) -> None:
+        """Make ``session`` a unit of work whose tasks go through this outbox."""
+        session.info[_OUTBOX] = self
+
+    @staticmethod
+    def of(session: AsyncSession) -> "Outbox":
+        outbox = session.info.get(_OUTBOX)
+        if not isinstance(outbox, Outbox):
+            msg = "this session is not a unit of work (use SessionDep or TaskSession)"
+            raise TypeError(msg)
+        return outbox
+
+    @staticmethod
+    def discard(session: AsyncSession) -> None:
+        """Forget the tasks of a unit of work that rolls back (their rows roll back with it)."""
+        session.info.pop(_PENDING, None)
+
+    async def commit(self, session: AsyncSession) -> None:
+        """Commit the unit of work, then publish the tasks it wrote (the fast path)."""
+        pending: list[OutboxMessage] = session.info.pop(_PENDING, [])
+        await session.commit()
+        if pending:
+            await self.publish_committed(session, pending)
+
+    async def publish_committed(self, session: AsyncSession, rows: list[OutboxMessage]) -> None:
+        """Publish committed rows and delete the ones that made it; the relay does the rest."""
+        published = await self._publish(rows, deferred_event="outbox.publish_deferred")
+        if not published:
+            return
+        try:
+            await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(published)))
+            await session.commit()
+        except Exception as exc:  # noqa: BLE001 - the relay publishes them again, deduplicated
+            log.warning("outbox.delete_failed", count=len(published), error=repr(exc))
+            with contextlib.suppress(Exception):
+                await session.rollback()
+
+    async def _publish(self, rows: list[OutboxMessage], *, deferred_event: str) -> list[str]:
+        """Publish rows in order until one fails; return the ids that were published."""
+        published: list[str] = []
+        for row in rows:
+            try:
+                if not self.publisher.is_connected:
+                    msg = "not connected to NATS"
+                    raise ConnectionError(msg)
+                await self.publisher.publish(row.id, row.body, row.headers)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the row stays for later
+                log.warning(
+                    deferred_event,
+                    task_id=row.id,
+                    task_name=row.task_name,
+                    left=len(rows) - len(published),
+                    error=repr(exc),
+                )
+                row.last_error = single_line(repr(exc))
+                break
+            published.append(row.id)
+        return published
+
+    def wake(self) -> None:
+        """Make the relay look at the outbox now (NATS is back)."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch of rows the fast path missed; return how many were published."""
+        settings = self.settings
+        now = func.clock_timestamp()
+        async with self.sessionmaker() as session:
+            rows = list(
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.queue == self.publisher.queue,
+                        OutboxMessage.available_at <= now,
+                        OutboxMessage.created_at <= now - timedelta(seconds=settings.relay_min_age),
+                    )
+                    .order_by(OutboxMessage.created_at)
+                    .limit(settings.relay_batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not rows:
+                return 0
+            published = await self._publish(rows, deferred_event="outbox.relay_failed")
+            if published:
+                await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(published)))
+            if len(published) < len(rows):
+                failed = rows[len(published)]
+                failed.attempts += 1
+                delay = min(
+                    settings.retry_delay * 2 ** (failed.attempts - 1), settings.retry_max_delay
+                )
+                failed.available_at = now + timedelta(seconds=delay)
+            await session.commit()
+        if published:
+            log.info("outbox.relayed", count=len(published))
+        return len(published)
+
+    async def run_relay(self) -> None:
+        """Relay until cancelled: every ``relay_interval`` seconds, and at once when woken."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.relay_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            if not self.publisher.is_connected:
+                continue
+            try:
+                while await self.relay_once() == self.settings.relay_batch_size:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - a database blip; the next round retries
+                log.warning("outbox.relay_error", error=repr(exc))
+
+
+async def enqueue[**P, R](
+    session: AsyncSession, kicker: AsyncKicker[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> str:
+    """Write the task to the outbox of ``session``'s unit of work; return its id.
+
+    It is published after the commit, and never if the unit of work rolls back. A kicker with
+    a fixed id (``.with_task_id(...)``) is written once while unpublished, and JetStream drops
+    a second copy within its duplicate window: a way to ask for a task again without flooding.
+    """
+    outbox = Outbox.of(session)
+    if request_id := current_request_id():
+        kicker = kicker.with_labels(request_id=request_id)
+    fixed = kicker.custom_task_id is not None
+    if not fixed:
+        kicker = kicker.with_task_id(uuid.uuid4().hex)
+    # taskiq 0.13 has no public way to build a message without sending it.
+    message = kicker.broker.formatter.dumps(kicker._prepare_message(*args, **kwargs))
+    row = OutboxMessage(
+        id=message.task_id,
+        queue=outbox.publisher.queue,
+        task_name=message.task_name,
+        body=message.message,
+        headers={key: single_line(str(value)) for key, value in message.labels.items()},
+    )
+    pending: list[OutboxMessage] = session.info.setdefault(_PENDING, [])
+    if not fixed:
+        session.add(row)
+        pending.append(row)
+        return row.id
+    inserted = await session.execute(
+        insert(OutboxMessage)
+        .values(
+            id=row.id, queue=row.queue, task_name=row.task_name, body=row.body, headers=row.headers
+        )
+        .on_conflict_do_nothing()
+        .returning(OutboxMessage.id)
+    )
+    if inserted.scalar_one_or_none() is not None:
+        pending.append(row)
+    return row.id

@@ -1,0 +1,237 @@
+"""The transactional outbox: a task is saved with the data of its unit of work, published after
+the commit, and published later by the relay whatever stopped the fast path."""
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from nats.js.errors import NotFoundError
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.errors import Conflict
+from app.core.outbox import Outbox, OutboxMessage, enqueue
+from app.core.unit_of_work import SessionDep
+from app.main import create_app
+from app.settings import OutboxSettings, Settings
+from app.worker.broker import MESSAGE_ID, JetStreamBroker, broker
+from devtools.embedded import free_port
+from tests.helpers import lifespan_client
+from tests.worker import sample_tasks
+
+
+def add_probe_route(app: FastAPI, trace: Path) -> None:
+    """A route that writes a row, asks for a task, then succeeds or fails."""
+
+    @app.post("/outbox/{outcome}")
+    async def write_and_queue(outcome: str, db: SessionDep) -> dict[str, str]:
+        await db.execute(text("INSERT INTO outbox_probe (note) VALUES (:n)"), {"n": outcome})
+        task_id = await enqueue(db, sample_tasks.record.kicker(), str(trace), outcome)
+        if outcome == "refused":
+            raise Conflict("refused after asking for a task")
+        return {"task_id": task_id}
+
+
+@pytest.fixture
+async def probe_table(session: AsyncSession) -> None:
+    await session.execute(text("CREATE TABLE outbox_probe (note text NOT NULL)"))
+
+
+@pytest.fixture
+def app(app: FastAPI, probe_table: None, tmp_path: Path) -> FastAPI:  # noqa: ARG001 - needs the table
+    add_probe_route(app, tmp_path / "trace.txt")
+    return app
+
+
+@pytest.fixture
+async def queue(client: AsyncClient) -> JetStreamBroker:  # noqa: ARG001 - its app connects it
+    """The broker the client's app connected to the run's queue, emptied first."""
+    await broker.jetstream.purge_stream(broker.config.stream)
+    return broker
+
+
+async def queued(queue: JetStreamBroker) -> int:
+    info = await queue.jetstream.stream_info(queue.config.stream)
+    return int(info.state.messages)
+
+
+async def count(session: AsyncSession, table: str) -> int:
+    return int(await session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)  # noqa: S608 - fixed names
+
+
+async def outbox_rows(session: AsyncSession) -> list[OutboxMessage]:
+    return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at)))
+
+
+@pytest.fixture
+async def publisher(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
+    """A broker of the test's own on a queue of its own (the app's broker belongs to its app)."""
+    own = JetStreamBroker()
+    own.configure(fresh_queue)
+    await own.startup()
+    yield own
+    await own.shutdown()
+
+
+def relay_now(sessionmaker: async_sessionmaker[AsyncSession], publisher: JetStreamBroker) -> Outbox:
+    """An outbox whose relay takes rows at once (no grace for a fast path)."""
+    return Outbox(sessionmaker, publisher, OutboxSettings(relay_min_age=0, retry_delay=30))
+
+
+async def test_task_is_published_after_the_commit_under_its_id(
+    client: AsyncClient, queue: JetStreamBroker, session: AsyncSession
+) -> None:
+    response = await client.post("/outbox/ok", headers={"X-Request-ID": "req-7"})
+
+    assert response.status_code == 200
+    assert await count(session, "outbox_probe") == 1
+    assert await queued(queue) == 1
+    stored = await queue.jetstream.get_last_msg(queue.config.stream, queue.config.subject)
+    headers = stored.headers or {}
+    assert headers["request_id"] == "req-7"
+    assert headers[MESSAGE_ID] == response.json()["task_id"]
+    assert json.loads(stored.data or b"{}")["task_id"] == response.json()["task_id"]
+    assert await outbox_rows(session) == [], "a published task leaves the outbox"
+
+
+async def test_rolled_back_request_saves_and_sends_nothing(
+    client: AsyncClient, queue: JetStreamBroker, session: AsyncSession
+) -> None:
+    response = await client.post("/outbox/refused")
+
+    assert response.status_code == 409
+    assert await queued(queue) == 0
+    assert await count(session, "outbox_probe") == 0
+    assert await outbox_rows(session) == []
+
+
+@pytest.mark.usefixtures("probe_table")
+async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fresh_queue: Settings,
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+) -> None:
+    offline = fresh_queue.model_copy(
+        update={
+            "nats": fresh_queue.nats.model_copy(update={"url": f"nats://127.0.0.1:{free_port()}"})
+        }
+    )
+    app = create_app(offline)
+    add_probe_route(app, tmp_path / "trace.txt")
+    async with lifespan_client(app) as client:
+        app.state.sessionmaker = sessionmaker
+        response = await client.post("/outbox/ok")
+    assert response.status_code == 200
+    [row] = await outbox_rows(session)
+    assert row.id == response.json()["task_id"]
+    assert row.queue == publisher.queue
+    assert await count(session, "outbox_probe") == 1
+
+    # NATS is back (here: the publisher of the same queue); the relay publishes the task.
+    assert await relay_now(sessionmaker, publisher).relay_once() == 1
+
+    assert await queued(publisher) == 1
+    stored = await publisher.jetstream.get_last_msg(
+        publisher.config.stream, publisher.config.subject
+    )
+    assert (stored.headers or {})[MESSAGE_ID] == row.id
+    assert await outbox_rows(session) == []
+
+
+async def test_relay_leaves_young_rows_to_the_fast_path(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+) -> None:
+    young = Outbox(sessionmaker, publisher, OutboxSettings(relay_min_age=60))
+    young.attach(session)
+    await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "young")
+    await session.flush()
+
+    assert await young.relay_once() == 0
+    assert len(await outbox_rows(session)) == 1
+
+
+class FailingPublisher:
+    """A queue that refuses every task, as NATS does when it is unreachable."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.is_connected = True
+        self.calls = 0
+
+    async def publish(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:  # noqa: ARG002 - the protocol's signature
+        self.calls += 1
+        msg = "nats: timeout"
+        raise TimeoutError(msg)
+
+
+async def test_failed_relay_publish_backs_off_and_keeps_the_row(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+) -> None:
+    writer = relay_now(sessionmaker, publisher)
+    writer.attach(session)
+    for note in ("first", "second"):
+        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), note)
+    await session.flush()
+    failing = FailingPublisher(publisher.queue)
+    relay = Outbox(sessionmaker, failing, OutboxSettings(relay_min_age=0, retry_delay=30))
+
+    assert await relay.relay_once() == 0
+    assert failing.calls == 1, "a failed publish ends the round"
+    assert await relay.relay_once() == 0
+    assert await relay.relay_once() == 0
+    assert failing.calls == 2, "each failed row waits for its backoff"
+
+    rows = await outbox_rows(session)
+    for row in rows:
+        await session.refresh(row)
+    assert [row.attempts for row in rows] == [1, 1]
+    assert all("timeout" in (row.last_error or "") for row in rows)
+    backed_off = OutboxMessage.available_at > func.now() + text("interval '20 seconds'")
+    assert await session.scalar(select(func.bool_and(backed_off)))
+
+
+async def test_a_fixed_task_id_is_saved_once_and_published_once(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+) -> None:
+    outbox = relay_now(sessionmaker, publisher)
+    kicker = sample_tasks.record.kicker().with_task_id("again:probe")
+    for _ in range(2):
+        outbox.attach(session)
+        await enqueue(session, kicker, str(tmp_path), "again")
+        await session.flush()
+    assert len(await outbox_rows(session)) == 1
+
+    assert await outbox.relay_once() == 1
+    # Asked again after it was published: saved and published again, dropped by JetStream.
+    outbox.attach(session)
+    await enqueue(session, kicker, str(tmp_path), "again")
+    await session.flush()
+    assert await outbox.relay_once() == 1
+
+    assert await queued(publisher) == 1
+
+
+async def test_enqueue_outside_a_unit_of_work_is_refused(
+    session: AsyncSession, tmp_path: Path
+) -> None:
+    with pytest.raises(TypeError, match="not a unit of work"):
+        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "lost")
+
+
+async def test_api_process_only_publishes(queue: JetStreamBroker) -> None:
+    with pytest.raises(NotFoundError):
+        await queue.jetstream.consumer_info(queue.config.stream, queue.config.durable)
