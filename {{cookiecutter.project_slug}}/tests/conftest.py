@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
@@ -161,6 +162,26 @@ async def fresh_queue(settings: Settings, nats_url: str) -> AsyncIterator[Settin
     prefix = f"test_{uuid.uuid4().hex[:10]}"
     yield settings.model_copy(update={"nats": queue_settings(nats_url, prefix)})
     await delete_streams(nats_url, prefix)
+
+
+@asynccontextmanager
+async def own_broker(settings: Settings) -> AsyncIterator[JetStreamBroker]:
+    """A started producer of its own on the queue of ``settings`` (the app's broker belongs to
+    whichever app a test starts)."""
+    own = JetStreamBroker()
+    own.configure(settings)
+    await own.startup()
+    try:
+        yield own
+    finally:
+        await own.shutdown()
+
+
+@pytest.fixture
+async def publisher(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
+    """A producer of the test's own on the test's own queue."""
+    async with own_broker(fresh_queue) as own:
+        yield own
 
 
 @pytest.fixture

@@ -138,10 +138,15 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
         yield process
     finally:
         stop(process)
-        output = _OUTPUTS.pop(process.pid, None)
-        if output in _TEMPORARY:
-            _TEMPORARY.discard(output)
-            output.unlink(missing_ok=True)
+        forget(process)
+
+
+def forget(process: subprocess.Popen[bytes]) -> None:
+    """Remove the temporary file that held what a stopped process printed."""
+    output = _OUTPUTS.pop(process.pid, None)
+    if output in _TEMPORARY:
+        _TEMPORARY.discard(output)
+        output.unlink(missing_ok=True)
 
 
 async def wait_for(

@@ -24,9 +24,14 @@ async def problems(settings: Settings) -> list[str]:
     found: list[str] = []
     config = QueueConfig.from_settings(settings)
     try:
-        client = await nats.connect(
-            config.url, connect_timeout=config.connect_timeout, max_reconnect_attempts=0
-        )
+        # nats-py keeps retrying a first connection unless attempts are bounded: bound both.
+        async with asyncio.timeout(config.connect_timeout * 2 + 1):
+            client = await nats.connect(
+                config.url,
+                connect_timeout=config.connect_timeout,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+            )
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the answer
         found.append(f"nats: {exc!r}")
     else:

@@ -2,7 +2,7 @@
 the commit, and published later by the relay whatever stopped the fast path."""
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -64,16 +64,6 @@ async def count(session: AsyncSession, table: str) -> int:
 
 async def outbox_rows(session: AsyncSession) -> list[OutboxMessage]:
     return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at)))
-
-
-@pytest.fixture
-async def publisher(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
-    """A broker of the test's own on a queue of its own (the app's broker belongs to its app)."""
-    own = JetStreamBroker()
-    own.configure(fresh_queue)
-    await own.startup()
-    yield own
-    await own.shutdown()
 
 
 def relay_now(sessionmaker: async_sessionmaker[AsyncSession], publisher: JetStreamBroker) -> Outbox:

@@ -3,12 +3,10 @@ fulfilment, a sweep that runs while no worker does. Real PostgreSQL, NATS and wo
 
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
-import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -147,16 +145,6 @@ async def _answers(http: httpx.AsyncClient) -> bool:
         return (await http.get("/health/live")).status_code == 200
     except httpx.TransportError:
         return False
-
-
-@pytest.fixture
-async def publisher(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
-    """A producer of the test's own on the test's queue."""
-    own = JetStreamBroker()
-    own.configure(fresh_queue)
-    await own.startup()
-    yield own
-    await own.shutdown()
 
 
 async def test_sweeps_while_no_worker_runs_queue_one_copy_per_order(

@@ -23,7 +23,7 @@ from taskiq.kicker import AsyncKicker
 
 from app.settings import DatabaseSettings, Environment, Settings
 from app.worker.broker import JetStreamBroker
-from tests.conftest import delete_streams, queue_settings
+from tests.conftest import delete_streams, own_broker, queue_settings
 from tests.processes import lines, process_env, running, start_worker, stop, wait_for
 from tests.worker import sample_tasks
 from tests.worker.queue_state import (
@@ -69,11 +69,8 @@ async def shared_queue(database_url: str, nats_url: str) -> AsyncIterator[Settin
 @pytest.fixture(scope="module")
 async def sender(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]:
     """A producer on the shared queue (a broker of its own: tests may reconfigure the app's)."""
-    queue = JetStreamBroker()
-    queue.configure(shared_queue)
-    await queue.startup()
-    yield queue
-    await queue.shutdown()
+    async with own_broker(shared_queue) as queue:
+        yield queue
 
 
 @pytest.fixture(scope="module")
