@@ -76,6 +76,9 @@ def embedded_nats(data_dir: Path, port: int | None = None) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A session of its own: Ctrl-C on `just dev` must not stop NATS before the workers,
+        # which would then spend their shutdown reconnecting; the owner stops it last.
+        start_new_session=True,
     )
     try:
         _wait_for_port(port, process)

@@ -49,12 +49,6 @@ async def explode(path: str) -> None:
     raise ValueError(msg)
 
 
-@broker.task(task_name="tests.crash")
-async def crash(path: str) -> None:
-    note(path, "attempt")
-    os._exit(1)  # the worker process dies mid-task, as on an out-of-memory kill
-
-
 # A long timeout: a delivery whose failed commit went unsettled would be kept alive by its
 # heartbeat that long, not redelivered soon after.
 @broker.task(task_name="tests.commit_fails", timeout=60)

@@ -50,21 +50,6 @@ async def test_failing_task_is_retried_then_dead_lettered(
     assert len(lines(trace)) == 3, "no attempt after the last one"
 
 
-async def test_task_that_keeps_crashing_its_worker_is_dead_lettered(
-    producer: JetStreamBroker, fresh_queue: Settings, trace: Path
-) -> None:
-    # taskiq restarts a worker process that died, so each delivery meets a fresh one.
-    with running(start_worker(process_env(fresh_queue))):
-        await sample_tasks.crash.kiq(str(trace))
-
-        await wait_for(lambda: has_dead_letter(producer), within=60, what="the dead letter")
-
-    [(headers, _)] = await dead_letters(producer)
-    assert headers["Dead-Letter-Reason"] == "abandoned"
-    assert headers["Dead-Letter-Deliveries"] == "4", "judged on the delivery after the last attempt"
-    assert len(lines(trace)) == 3
-
-
 @pytest.mark.usefixtures("producer")
 async def test_task_longer_than_ack_wait_runs_once(fresh_queue: Settings, trace: Path) -> None:
     seconds = fresh_queue.nats.ack_wait * 2.5
