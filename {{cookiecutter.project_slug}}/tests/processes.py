@@ -150,7 +150,7 @@ def forget(process: subprocess.Popen[bytes]) -> None:
 
 
 async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 30, what: str = "it"
+    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 60, what: str = "it"
 ) -> None:
     """Poll a condition about other processes until it holds; fail after ``within`` seconds."""
     deadline = time.monotonic() + within

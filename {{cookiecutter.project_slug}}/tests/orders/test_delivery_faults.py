@@ -124,7 +124,7 @@ async def test_order_of_an_api_killed_before_publishing_is_relayed_and_processed
     api = start_api(process_env(fresh_queue, NATS_URL=f"nats://127.0.0.1:{free_port()}"), port)
     with running(api):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            await wait_for(lambda: _answers(http), within=30, what="the API to start")
+            await wait_for(lambda: _answers(http), within=60, what="the API to start")
             response = await http.post("/api/v1/orders", json=ORDER)
         stop(api, signal.SIGKILL)
     assert response.status_code == 201

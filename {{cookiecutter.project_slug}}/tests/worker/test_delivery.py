@@ -168,7 +168,7 @@ async def test_handling_that_raised_past_taskiq_is_a_failure(
     with contextlib.suppress(RuntimeError):
         await handler
 
-    await wait_for(lambda: bool(client.sent), within=5, what="the settlement")
+    await wait_for(lambda: bool(client.sent), within=15, what="the settlement")
     assert delivery.error == "RuntimeError: the commit failed"
     [payload] = client.sent
     assert nak_delay(payload) == pytest.approx(CONFIG.retry_delay)
@@ -186,7 +186,7 @@ async def test_handling_that_ended_without_settling_is_a_failure(
     delivery.bind(handler)
     await handler
 
-    await wait_for(lambda: bool(client.sent), within=5, what="the settlement")
+    await wait_for(lambda: bool(client.sent), within=15, what="the settlement")
     assert delivery.error == "the handling ended without a result"
     assert nak_delay(client.sent[0]) == pytest.approx(CONFIG.retry_delay)
 
@@ -206,7 +206,7 @@ async def test_recorded_error_is_kept_when_the_handling_then_fails(
     with contextlib.suppress(RuntimeError):
         await handler
 
-    await wait_for(lambda: bool(client.sent), within=5, what="the settlement")
+    await wait_for(lambda: bool(client.sent), within=15, what="the settlement")
     assert delivery.error == "ValueError: the task failed"
 
 
@@ -221,7 +221,7 @@ async def test_cancelled_handling_is_put_back_at_once(
     with contextlib.suppress(asyncio.CancelledError):
         await handler
 
-    await wait_for(lambda: bool(client.sent), within=5, what="the settlement")
+    await wait_for(lambda: bool(client.sent), within=15, what="the settlement")
     assert client.sent == [NAK], "no delay: another worker may take it now"
 
 
@@ -244,11 +244,11 @@ async def test_heartbeat_runs_until_the_delivery_is_settled(
     make: MakeDelivery, client: RecordingClient
 ) -> None:
     delivery = make()
-    await wait_for(lambda: client.sent.count(PROGRESS) >= 2, within=5, what="heartbeats")
+    await wait_for(lambda: client.sent.count(PROGRESS) >= 2, within=15, what="heartbeats")
 
     await delivery.settle()
 
-    await wait_for(lambda: not delivery.heartbeat_running, within=5, what="the heartbeat to end")
+    await wait_for(lambda: not delivery.heartbeat_running, within=15, what="the heartbeat to end")
     beats = client.sent.count(PROGRESS)
     assert client.sent == [PROGRESS] * beats + [ACK]
 
@@ -258,7 +258,7 @@ async def test_heartbeat_stops_at_the_timeout_of_a_task_that_hangs(
 ) -> None:
     delivery = make(timeout=0.5)  # about four beats' worth
 
-    await wait_for(lambda: not delivery.heartbeat_running, within=5, what="the heartbeat to end")
+    await wait_for(lambda: not delivery.heartbeat_running, within=15, what="the heartbeat to end")
 
     assert not delivery.settled, "NATS delivers it again after ack_wait"
     assert set(client.sent) == {PROGRESS}
@@ -275,4 +275,4 @@ async def test_nats_unreachable_while_settling_leaves_the_message_to_redelivery(
 
     assert delivery.settled, "no second try here: NATS delivers it again after ack_wait"
     assert outcomes.settled == [delivery]
-    await wait_for(lambda: not delivery.heartbeat_running, within=5, what="the heartbeat to end")
+    await wait_for(lambda: not delivery.heartbeat_running, within=15, what="the heartbeat to end")

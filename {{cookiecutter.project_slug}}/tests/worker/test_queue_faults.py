@@ -79,7 +79,7 @@ async def shared_worker(
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """One worker for the tests that need one, running until the end of the module."""
     with running(start_worker(process_env(shared_queue))) as worker:
-        await wait_for(lambda: joined(sender), within=30, what="the worker to join")
+        await wait_for(lambda: joined(sender), within=60, what="the worker to join")
         yield worker
 
 
@@ -137,7 +137,7 @@ async def test_task_whose_commit_fails_once_is_retried_and_commits(
     kicker = sample_tasks.commit_fails.kicker().with_broker(sender)
     sent = await kicker.kiq(str(trace), "second-time-lucky", 1)
 
-    await wait_for(lambda: settled(sender), within=20, what="the task to be settled")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be settled")
 
     assert await written_keys(engine) == ["second-time-lucky"]
     assert lines(trace) == ["attempt", "attempt"]
@@ -151,7 +151,7 @@ async def test_task_whose_commit_always_fails_is_dead_lettered(
     kicker = sample_tasks.commit_fails.kicker().with_broker(sender)
     sent = await kicker.kiq(str(trace), "never", 99)
 
-    await wait_for(lambda: settled(sender), within=20, what="the task to be settled")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be settled")
 
     headers = await dead_letter(sender, sent.task_id)
     assert headers["Dead-Letter-Reason"] == "failed"
@@ -172,7 +172,7 @@ async def test_task_past_its_own_timeout_fails_and_is_dead_lettered(
     # 0.6 s: past the task's timeout (0.3 s), within the worker's default (1 s).
     sent = await sample_tasks.overrun.kicker().with_broker(sender).kiq(str(trace), 0.6)
 
-    await wait_for(lambda: settled(sender), within=20, what="the task to be settled")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be settled")
 
     assert lines(trace) == ["start"] * 3, "it must never finish"
     headers = await dead_letter(sender, sent.task_id)
@@ -187,7 +187,7 @@ async def test_task_without_a_timeout_gets_the_default_one(
 ) -> None:
     sent = await sample_tasks.slow.kicker().with_broker(sender).kiq(str(trace), "endless", 60)
 
-    await wait_for(lambda: settled(sender), within=20, what="the task to be settled")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be settled")
 
     assert lines(trace) == ["start endless"] * 3
     headers = await dead_letter(sender, sent.task_id)
@@ -218,8 +218,8 @@ async def test_unreadable_message_is_dead_lettered_at_once_and_the_worker_goes_o
     await sender.jetstream.publish(sender.config.subject, garbage)
     await sample_tasks.record.kicker().with_broker(sender).kiq(str(trace), "after")
 
-    await wait_for(lambda: lines(trace) == ["after"], within=20, what="the next task")
-    await wait_for(lambda: settled(sender), within=20, what="both to be settled")
+    await wait_for(lambda: lines(trace) == ["after"], within=60, what="the next task")
+    await wait_for(lambda: settled(sender), within=60, what="both to be settled")
 
     [headers] = [headers for headers, body in await dead_letters(sender) if body == garbage]
     assert headers["Dead-Letter-Reason"] == "unreadable"
@@ -232,7 +232,7 @@ async def test_task_no_worker_ever_knows_is_dead_lettered(sender: JetStreamBroke
     unknown: AsyncKicker[[], None] = AsyncKicker("tests.nobody_knows", broker=sender, labels={})
     sent = await unknown.kiq()
 
-    await wait_for(lambda: settled(sender), within=20, what="the task to be settled")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be settled")
 
     headers = await dead_letter(sender, sent.task_id)
     assert headers["Dead-Letter-Reason"] == "unknown_task"
@@ -244,13 +244,13 @@ async def test_task_no_worker_knows_yet_runs_once_a_worker_knows_it(
     producer: JetStreamBroker, fresh_queue: Settings, trace: Path, tmp_path: Path
 ) -> None:
     # Long enough for the old worker to stop before it sees the task again.
-    env = process_env(fresh_queue, NATS_UNKNOWN_TASK_DELAY="3")
+    env = process_env(fresh_queue, NATS_UNKNOWN_TASK_DELAY="8")
     log = tmp_path / "old-worker.log"
     old = start_worker(env, output=log)
     with running(old):
         later: AsyncKicker[[str], None] = AsyncKicker("tests.later", broker=producer, labels={})
         sent = await later.kiq(str(trace))
-        await wait_for(lambda: bool(logged(log, "task.unknown")), within=20, what="the old worker")
+        await wait_for(lambda: bool(logged(log, "task.unknown")), within=60, what="the old worker")
 
         assert await delivered_up_to(producer) == 1
         info = await consumer(producer)
@@ -258,8 +258,8 @@ async def test_task_no_worker_knows_yet_runs_once_a_worker_knows_it(
         stop(old)
 
     with running(start_worker(env, modules=["tests.worker.later_tasks"])):
-        await wait_for(lambda: lines(trace) == ["later"], within=20, what="the task to run")
-        await wait_for(lambda: settled(producer), within=20, what="the task to be settled")
+        await wait_for(lambda: lines(trace) == ["later"], within=60, what="the task to run")
+        await wait_for(lambda: settled(producer), within=60, what="the task to be settled")
 
     assert [entry["task_name"] for entry in logged(log, "task.unknown")] == ["tests.later"]
     assert lines(trace) == ["later"]
@@ -272,7 +272,7 @@ async def test_task_no_worker_knows_yet_runs_once_a_worker_knows_it(
 async def run_until_it_dies(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     worker = start_worker(env)
     with running(worker):
-        await wait_for(lambda: worker.poll() is not None, within=30, what="the worker to die")
+        await wait_for(lambda: worker.poll() is not None, within=60, what="the worker to die")
     return worker
 
 
@@ -295,8 +295,8 @@ async def test_task_that_kills_its_worker_each_time_is_dead_lettered_by_the_next
         assert len(lines(trace)) == attempt
 
     with running(start_worker(env)) as last:
-        await wait_for(lambda: has_dead_letter(producer), within=30, what="the dead letter")
-        await wait_for(lambda: settled(producer), within=20, what="the task to be settled")
+        await wait_for(lambda: has_dead_letter(producer), within=60, what="the dead letter")
+        await wait_for(lambda: settled(producer), within=60, what="the task to be settled")
         assert last.poll() is None, "judged before it ran: the worker lives"
 
     [(headers, _)] = await dead_letters(producer)
@@ -328,8 +328,8 @@ async def test_copy_of_a_task_published_again_under_its_id_is_dropped(
     await sender.publish(task_id, body, {})
 
     assert (await sender.jetstream.stream_info(stream)).state.last_seq == before + 1
-    await wait_for(lambda: lines(trace) == ["once"], within=20, what="the task to run")
-    await wait_for(lambda: settled(sender), within=20, what="the task to be acked")
+    await wait_for(lambda: lines(trace) == ["once"], within=60, what="the task to run")
+    await wait_for(lambda: settled(sender), within=60, what="the task to be acked")
 
     # Acked and gone from the work queue; its id is still within the duplicate window.
     await sender.publish(task_id, body, {})

@@ -56,7 +56,7 @@ async def test_task_longer_than_ack_wait_runs_once(fresh_queue: Settings, trace:
     with running(start_worker(process_env(fresh_queue))):
         await sample_tasks.slow.kiq(str(trace), "long", seconds)
 
-        await wait_for(lambda: "done long" in lines(trace), within=30, what="the long task")
+        await wait_for(lambda: "done long" in lines(trace), within=60, what="the long task")
 
     assert lines(trace) == ["start long", "done long"], "the heartbeat must prevent a second run"
 
@@ -141,7 +141,7 @@ async def test_worker_recovers_after_a_nats_restart(
         await sender.startup()
         try:
             await sample_tasks.record.kicker().with_broker(sender).kiq(str(trace), "after")
-            await wait_for(lambda: lines(trace) == ["after"], within=30, what="the task")
+            await wait_for(lambda: lines(trace) == ["after"], within=60, what="the task")
         finally:
             await sender.shutdown()
 
@@ -150,7 +150,7 @@ async def test_scheduler_sends_scheduled_tasks(fresh_queue: Settings, trace: Pat
     env = process_env(fresh_queue, TEST_TICK_FILE=str(trace))
     scheduler = start_scheduler(env)
     with running(start_worker(env)), running(scheduler):
-        await wait_for(lambda: len(lines(trace)) >= 2, within=30, what="two ticks")
+        await wait_for(lambda: len(lines(trace)) >= 2, within=60, what="two ticks")
         output = stop(scheduler, signal.SIGTERM, timeout=10)
 
     assert set(lines(trace)) == {"tick"}
