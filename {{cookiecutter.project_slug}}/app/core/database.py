@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.core.state import app_state
 from app.settings import DatabaseSettings
 
 # Stable constraint and index names, so migrations can refer to them.
@@ -88,8 +89,7 @@ async def ping(engine: AsyncEngine) -> None:
 
 def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """The session factory the lifespan put on the application's state."""
-    factory = request.app.state.sessionmaker
-    if not isinstance(factory, async_sessionmaker):
-        msg = "the lifespan did not set app.state.sessionmaker"
-        raise TypeError(msg)
+    factory: async_sessionmaker[AsyncSession] = app_state(
+        request, "sessionmaker", async_sessionmaker
+    )
     return factory

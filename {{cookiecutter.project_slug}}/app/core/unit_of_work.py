@@ -9,15 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import get_sessionmaker
 from app.core.outbox import Outbox
+from app.core.state import app_state
 
 
 def get_outbox(request: Request) -> Outbox:
     """The outbox the lifespan put on the application's state."""
-    outbox = request.app.state.outbox
-    if not isinstance(outbox, Outbox):
-        msg = "the lifespan did not set app.state.outbox"
-        raise TypeError(msg)
-    return outbox
+    return app_state(request, "outbox", Outbox)
 
 
 async def get_session(

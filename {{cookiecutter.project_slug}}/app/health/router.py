@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from app.core.errors import ServiceUnavailable, error_responses
+from app.core.state import app_state
 from app.health.checks import ReadinessProbe
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -31,11 +32,7 @@ class NotReady(ServiceUnavailable):
 
 def get_readiness_probe(request: Request) -> ReadinessProbe:
     """The probe built by the lifespan, from the application's state."""
-    probe = request.app.state.readiness
-    if not isinstance(probe, ReadinessProbe):
-        msg = "the lifespan did not set app.state.readiness"
-        raise TypeError(msg)
-    return probe
+    return app_state(request, "readiness", ReadinessProbe)
 
 
 ReadinessProbeDep = Annotated[ReadinessProbe, Depends(get_readiness_probe)]
