@@ -13,10 +13,11 @@ from app.api import api_router
 from app.core import database
 from app.core.errors import install_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
+from app.core.openapi import ProjectInfo, ServiceAPI
 from app.core.outbox import Outbox
 from app.health.checks import ReadinessProbe
 from app.health.router import router as health_router
-from app.settings import Settings, get_settings
+from app.settings import SERVICE_TITLE, Settings, get_settings
 from app.worker.broker import broker
 
 log = structlog.get_logger(__name__)
@@ -86,9 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await broker.shutdown()
             await engine.dispose()
 
-    app = FastAPI(
-        title=settings.service_name,
-        version="0.1.0",
+    project = ProjectInfo.read()
+    app = ServiceAPI(
+        title=SERVICE_TITLE,
+        version=project.version,
+        description=project.description,
         lifespan=lifespan,
         openapi_url="/openapi.json",
     )

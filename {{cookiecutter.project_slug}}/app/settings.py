@@ -11,8 +11,10 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The only line rendered by the template: everything else derives from it.
+# The only lines rendered by the template: everything else derives from them.
 SERVICE_NAME = "{{ cookiecutter.__snake_name }}"
+# The human name, for the OpenAPI document; a JSON string is a valid Python literal.
+SERVICE_TITLE = {{ cookiecutter.project_name | tojson }}
 DEFAULT_SECRET_KEY = "change-me"  # noqa: S105 - the placeholder that production refuses
 MIN_SECRET_KEY_LENGTH = 32
 

@@ -10,19 +10,16 @@ behaviour and leave nothing behind.
 """
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import nats
 import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from httpx import AsyncClient
-from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -36,7 +33,7 @@ from app.main import create_app
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import JetStreamBroker, broker
 from devtools.embedded import embedded_nats, embedded_postgresql, env_or_none
-from tests.helpers import lifespan_client, throwaway_database
+from tests.helpers import delete_streams, lifespan_client, throwaway_database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,18 +121,6 @@ def queue_settings(nats_url: str, prefix: str) -> NatsSettings:
         retry_delay=0.2,
         pull_timeout=0.5,
     )
-
-
-async def delete_streams(nats_url: str, prefix: str) -> None:
-    """Remove the streams (and so the consumers) a test queue created."""
-    client = await nats.connect(nats_url)
-    try:
-        jetstream = client.jetstream()
-        for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
-            with contextlib.suppress(NotFoundError):
-                await jetstream.delete_stream(stream)
-    finally:
-        await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,14 @@
 """Helpers shared by tests."""
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import nats
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from nats.js.errors import NotFoundError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -35,3 +38,15 @@ async def throwaway_database(server_url: str, prefix: str = "test") -> AsyncIter
         async with admin.connect() as connection:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def delete_streams(nats_url: str, prefix: str) -> None:
+    """Remove the streams (and so the consumers) a test queue created."""
+    client = await nats.connect(nats_url)
+    try:
+        jetstream = client.jetstream()
+        for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
+            with contextlib.suppress(NotFoundError):
+                await jetstream.delete_stream(stream)
+    finally:
+        await client.close()

@@ -36,7 +36,7 @@ class Problem(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "type": "about:blank",
+                    "type": "urn:problem-type:not-found",
                     "title": "Not Found",
                     "status": 404,
                     "detail": "No route matches GET /nope",
@@ -48,14 +48,18 @@ class Problem(BaseModel):
         }
     )
 
-    type: str = "about:blank"
+    type: str = Field(description="A URN naming the kind of problem; one per `code`.")
     title: str
     status: int
     detail: str | None = None
     instance: str | None = None
-    code: str
-    request_id: str | None = None
-    errors: list[ValidationIssue] | None = None
+    code: str = Field(description="Stable, machine-readable; the catalogue is `ErrorCode`.")
+    request_id: str | None = Field(
+        default=None, description="The `X-Request-ID` of the request, for support and logs."
+    )
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="Every invalid part of the request (`validation_error` only)."
+    )
 
 
 class AppError(Exception):
@@ -64,6 +68,13 @@ class AppError(Exception):
     status_code: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal Server Error"
+    # The ``detail`` of this error's example in the OpenAPI document; not inherited (a class
+    # without its own shows its title).
+    example_detail: ClassVar[str | None] = (
+        "The server failed to handle the request; the request id identifies it in logs."
+    )
+    # Response headers this error sets, with their OpenAPI description.
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.title
@@ -71,8 +82,18 @@ class AppError(Exception):
 
     @classmethod
     def type_uri(cls) -> str:
-        """Identify the kind of problem; plain HTTP errors use ``about:blank`` as RFC 9457 says."""
+        """Identify the kind of problem: one URN per ``code``."""
         return f"urn:problem-type:{cls.code.replace('_', '-')}"
+
+    @classmethod
+    def example(cls) -> str:
+        """The ``detail`` of this error's example: its own ``example_detail``, or its title."""
+        own: str | None = vars(cls).get("example_detail")
+        return own or cls.title
+
+    def response_headers(self) -> Mapping[str, str] | None:
+        """Headers to send with this error's response (``Retry-After``, ``Allow``, ...)."""
+        return None
 
 
 class BadRequest(AppError):
@@ -99,6 +120,37 @@ class ServiceUnavailable(AppError):
     title = "Service Unavailable"
 
 
+# The errors the framework itself reports; every code a response can carry has a class here or
+# in a domain, so the OpenAPI catalogue (``app.core.openapi``) is complete by construction.
+
+
+class MalformedRequest(BadRequest):
+    code = "malformed_request"
+    title = "Malformed request"
+    example_detail = "There was an error parsing the body"
+
+
+class MethodNotAllowed(AppError):
+    status_code = HTTPStatus.METHOD_NOT_ALLOWED
+    code = "method_not_allowed"
+    title = "Method Not Allowed"
+    headers: ClassVar[Mapping[str, str]] = {"Allow": "The methods this path serves."}
+
+
+class ValidationFailed(AppError):
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "validation_error"
+    title = "Unprocessable Content"
+    example_detail = "The request is not valid; see errors."
+
+
+class HTTPStatusError(AppError):
+    """Any other HTTP error status the framework raises (the status says which)."""
+
+    code = "http_error"
+    title = "HTTP error"
+
+
 def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """Render a problem document with its media type."""
     return JSONResponse(
@@ -109,31 +161,35 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
     )
 
 
+def error_problem(
+    error: type[AppError],
+    *,
+    detail: str | None,
+    instance: str | None,
+    status: int | None = None,
+    title: str | None = None,
+) -> Problem:
+    """The problem document of ``error`` (the single place that shapes one)."""
+    return Problem(
+        type=error.type_uri(),
+        title=title or error.title,
+        status=status or error.status_code,
+        detail=detail,
+        instance=instance,
+        code=error.code,
+        request_id=current_request_id(),
+    )
+
+
 def internal_error_response(path: str) -> JSONResponse:
     """The response for an unexpected exception: nothing about its cause leaves the process."""
-    return problem_response(
-        Problem(
-            title="Internal Server Error",
-            status=HTTPStatus.INTERNAL_SERVER_ERROR,
-            detail="The server failed to handle the request; the request id identifies it in logs.",
-            instance=path,
-            code="internal_error",
-            request_id=current_request_id(),
-        )
-    )
+    return problem_response(error_problem(AppError, detail=AppError.example(), instance=path))
 
 
 async def _app_error_handler(request: Request, exc: AppError) -> JSONResponse:
     return problem_response(
-        Problem(
-            type=exc.type_uri(),
-            title=exc.title,
-            status=exc.status_code,
-            detail=exc.detail,
-            instance=request.url.path,
-            code=exc.code,
-            request_id=current_request_id(),
-        )
+        error_problem(type(exc), detail=exc.detail, instance=request.url.path),
+        headers=exc.response_headers(),
     )
 
 
@@ -146,41 +202,34 @@ def _validation_issues(errors: Sequence[Mapping[str, Any]]) -> list[ValidationIs
 
 
 async def _validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return problem_response(
-        Problem(
-            title="Unprocessable Content",
-            status=HTTPStatus.UNPROCESSABLE_ENTITY,
-            detail="The request is not valid; see errors.",
-            instance=request.url.path,
-            code="validation_error",
-            request_id=current_request_id(),
-            errors=_validation_issues(exc.errors()),
-        )
+    problem = error_problem(
+        ValidationFailed, detail=ValidationFailed.example(), instance=request.url.path
     )
+    problem.errors = _validation_issues(exc.errors())
+    return problem_response(problem)
 
 
-_HTTP_CODES = {
-    HTTPStatus.NOT_FOUND: "not_found",
-    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
+_HTTP_ERRORS: dict[int, type[AppError]] = {
+    HTTPStatus.BAD_REQUEST: MalformedRequest,
+    HTTPStatus.NOT_FOUND: NotFound,
+    HTTPStatus.METHOD_NOT_ALLOWED: MethodNotAllowed,
 }
 
 
 async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     status = HTTPStatus(exc.status_code)
+    error = _HTTP_ERRORS.get(status, HTTPStatusError)
     detail = exc.detail if exc.detail != status.phrase else None
     if status is HTTPStatus.NOT_FOUND and detail is None:
         detail = f"No route matches {request.method} {request.url.path}"
-    return problem_response(
-        Problem(
-            title=status.phrase,
-            status=status,
-            detail=detail,
-            instance=request.url.path,
-            code=_HTTP_CODES.get(status, status.phrase.lower().replace(" ", "_")),
-            request_id=current_request_id(),
-        ),
-        headers=exc.headers,
+    problem = error_problem(
+        error,
+        detail=detail,
+        instance=request.url.path,
+        status=status,
+        title=status.phrase if error is HTTPStatusError else None,
     )
+    return problem_response(problem, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -194,17 +243,22 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(
     *errors: type[AppError], validation: bool = False
 ) -> dict[int | str, dict[str, Any]]:
-    """Describe a route's error responses for OpenAPI (FastAPI types this mapping with Any)."""
-    described: dict[int, list[str]] = {}
-    for error in errors:
-        described.setdefault(int(error.status_code), []).append(error.title)
-    if validation:
-        described.setdefault(HTTPStatus.UNPROCESSABLE_ENTITY, []).append("Validation error")
+    """Declare the errors a route raises, for its OpenAPI responses.
+
+    ``app.core.openapi`` turns each status into an ``application/problem+json`` response that
+    lists its codes (``x-error-codes``) with an example each; it also adds the errors every route
+    can give (500, and 400/422 where a request has a body or parameters). FastAPI types this
+    mapping with Any.
+    """
+    listed: list[type[AppError]] = [*errors, ValidationFailed] if validation else list(errors)
+    declared: dict[int, list[type[AppError]]] = {}
+    for error in listed:
+        declared.setdefault(int(error.status_code), []).append(error)
     return {
         status: {
             "model": Problem,
-            "description": " / ".join(titles),
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "description": " / ".join(dict.fromkeys(error.title for error in group)),
+            "x-error-codes": [error.code for error in group],
         }
-        for status, titles in sorted(described.items())
+        for status, group in sorted(declared.items())
     }

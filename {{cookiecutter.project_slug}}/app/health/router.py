@@ -39,13 +39,13 @@ ReadinessProbeDep = Annotated[ReadinessProbe, Depends(get_readiness_probe)]
 
 
 @router.get("/live", summary="Liveness")
-async def live() -> Health:
+async def check_liveness() -> Health:
     """Answer while the process runs; checks nothing else."""
     return Health()
 
 
 @router.get("/ready", summary="Readiness", responses=error_responses(NotReady))
-async def ready(probe: ReadinessProbeDep) -> Health:
+async def check_readiness(probe: ReadinessProbeDep) -> Health:
     """Check every backing service: 503 names the required ones that do not answer (the
     database); a down NATS only makes the answer ``degraded`` (still 200)."""
     results = await probe.run()

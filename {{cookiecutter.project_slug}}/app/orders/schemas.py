@@ -105,7 +105,16 @@ class OrderFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: OrderStatus | None = None
-    customer_email: EmailStr | None = None
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, max_length=200)
+    status: OrderStatus | None = Field(default=None, description="Only orders in this status.")
+    customer_email: EmailStr | None = Field(
+        default=None, description="Only the orders of this customer (exact address)."
+    )
+    limit: int = Field(
+        default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="How many orders one page holds."
+    )
+    cursor: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Where the page starts: the `next_cursor` of the previous page; omit it for "
+        "the first page. Cursors are opaque.",
+    )

@@ -40,7 +40,7 @@ async def test_unknown_route_is_a_404_problem(client: AsyncClient) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert body["type"] == "about:blank"
+    assert body["type"] == "urn:problem-type:not-found"
     assert body["title"] == "Not Found"
     assert body["code"] == "not_found"
     assert body["detail"] == "No route matches GET /nope"
@@ -110,7 +110,8 @@ async def test_openapi_documents_problem_responses(client: AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
 
     responses = schema["paths"]["/widgets"]["post"]["responses"]
-    assert set(responses) == {"200", "409", "422"}
+    assert set(responses) == {"200", "400", "409", "422", "500"}
+    assert responses["409"]["x-error-codes"] == ["widget_jammed"]
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     assert responses["409"]["content"]["application/problem+json"]["schema"] == problem_ref
     assert responses["422"]["content"]["application/problem+json"]["schema"] == problem_ref

@@ -204,13 +204,38 @@ async def test_openapi_documents_every_order_route(client: AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
 
     expected = {
-        ("/api/v1/orders", "post"): {"201", "422"},
-        ("/api/v1/orders", "get"): {"200", "400", "422"},
-        ("/api/v1/orders/{order_id}", "get"): {"200", "404", "422"},
-        ("/api/v1/orders/{order_id}/status", "patch"): {"200", "404", "409", "422"},
+        ("/api/v1/orders", "post"): (
+            "create_order",
+            {"400": ["malformed_request"], "422": ["validation_error"]},
+        ),
+        ("/api/v1/orders", "get"): (
+            "list_orders",
+            {"400": ["invalid_cursor"], "422": ["validation_error"]},
+        ),
+        ("/api/v1/orders/{order_id}", "get"): (
+            "get_order",
+            {"404": ["order_not_found"], "422": ["validation_error"]},
+        ),
+        ("/api/v1/orders/{order_id}/status", "patch"): (
+            "change_status",
+            {
+                "400": ["malformed_request"],
+                "404": ["order_not_found"],
+                "409": ["invalid_status_transition"],
+                "422": ["validation_error"],
+            },
+        ),
     }
-    for (path, method), statuses in expected.items():
+    for (path, method), (operation_id, errors) in expected.items():
         operation = paths[path][method]
-        assert set(operation["responses"]) == statuses, (path, method)
+        assert operation["operationId"] == operation_id
+        documented = {
+            status: response["x-error-codes"]
+            for status, response in operation["responses"].items()
+            if int(status) >= 400 and status != "500"
+        }
+        assert documented == errors, (path, method)
         assert operation["summary"]
         assert operation["description"]
+    created = paths["/api/v1/orders"]["post"]["responses"]["201"]
+    assert "Location" in created["headers"]

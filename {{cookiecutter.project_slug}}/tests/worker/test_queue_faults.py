@@ -23,7 +23,8 @@ from taskiq.kicker import AsyncKicker
 
 from app.settings import DatabaseSettings, Environment, Settings
 from app.worker.broker import JetStreamBroker
-from tests.conftest import delete_streams, own_broker, queue_settings
+from tests.conftest import own_broker, queue_settings
+from tests.helpers import delete_streams
 from tests.processes import lines, process_env, running, start_worker, stop, wait_for
 from tests.worker import sample_tasks
 from tests.worker.queue_state import (
