@@ -9,12 +9,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,21 @@ async def main() -> None:
     async with engine.connect() as connection:
         rows = await connection.execute(text("SELECT datname FROM pg_database"))
         print(",".join(sorted(row[0] for row in rows)))
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+DATABASE = """
+import asyncio, sys
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+async def main() -> None:
+    engine = create_async_engine(sys.argv[1], isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        verb = "CREATE DATABASE" if sys.argv[2] == "create" else "DROP DATABASE IF EXISTS"
+        await connection.execute(text(f'{verb} "{sys.argv[3]}"'))
     await engine.dispose()
 
 asyncio.run(main())
@@ -159,42 +176,17 @@ class TestGeneratedProject:
         assert " passed" in result.stdout
         assert " failed" not in result.stdout
 
-    def test_api_boots_serves_and_stops(self, synced: Synced, case: Case) -> None:
+    def test_api_boots_serves_and_stops(self, synced: Synced, case: Case, tmp_path: Path) -> None:
         project = synced(case[0])
-        port = free_port()
-        prefix = f"template_test_{port}"
-        env = services_env(
-            DATABASE_URL=SERVER_DATABASE_URL,
-            ENVIRONMENT="production",
-            SECRET_KEY="s3cr3t-" * 6,
-            NATS_QUEUE_PREFIX=prefix,
-        )
-        server = subprocess.Popen(
-            [
-                str(project / ".venv/bin/uvicorn"),
-                "--factory",
-                "app.main:create_app",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            status, body, headers = wait_until_ready(f"http://127.0.0.1:{port}/health/ready")
+        log = tmp_path / "api.log"
+
+        with running_api(project, log) as base_url:
+            status, body, headers = wait_until_ready(f"{base_url}/health/ready")
             assert status == 200
             assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "nats": "ok"}}
             assert len(headers["x-request-id"]) == 32
-        finally:
-            server.send_signal(signal.SIGTERM)
-            output, _ = server.communicate(timeout=30)
-            run(["uv", "run", "python", "-c", DELETE_STREAMS, NATS_URL, prefix], project)
-        # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit too.
-        assert server.returncode in {0, -signal.SIGTERM}, output
+
+        output = log.read_text()
         assert "Application shutdown complete" in output
         events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
         assert any(
@@ -231,6 +223,147 @@ class TestGeneratedProject:
         assert result.returncode != 0
         assert "SECRET_KEY must be set" in result.stderr
         assert "change-me" not in result.stderr.split("SECRET_KEY must be set")[1]
+
+
+DEFAULTS = pytest.mark.xdist_group("deep")
+
+
+@DEFAULTS
+def test_fuzzing_the_api_finds_nothing(synced: Synced) -> None:
+    """``just fuzz``: schemathesis, every check and phase (stateful links too), fixed seed."""
+    project = synced({})
+
+    result = run(["uv", "run", "just", "fuzz"], project, env=services_env(), timeout=900)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-20_000:]
+    assert "No issues found" in output, output[-20_000:]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in output, output[-20_000:]
+    assert not [name for name in databases(project) if name.startswith("fuzz_")]
+
+
+@DEFAULTS
+def test_a_client_generated_from_the_document_drives_the_api(
+    synced: Synced, tmp_path: Path
+) -> None:
+    project = synced({})
+
+    with running_api(project, tmp_path / "api.log") as base_url:
+        with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as response:  # noqa: S310
+            (tmp_path / "openapi.json").write_bytes(response.read())
+        (tmp_path / "generator.yaml").write_text("post_hooks: []\n")
+        generate = [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(tmp_path / "openapi.json"),
+            "--config",
+            str(tmp_path / "generator.yaml"),
+            "--meta",
+            "none",
+            "--output-path",
+            str(tmp_path / "service_client"),
+        ]
+        generated = run(generate, tmp_path, env=dict(os.environ))
+        assert "Warning" not in generated.stdout + generated.stderr, generated.stdout
+        modules = {path.stem for path in (tmp_path / "service_client/api").rglob("*.py")}
+        assert {
+            "check_liveness",
+            "check_readiness",
+            "create_order",
+            "list_orders",
+            "get_order",
+            "change_status",
+        } <= modules
+
+        used = run(
+            [sys.executable, "-c", CLIENT_SCRIPT, base_url],
+            tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )
+    assert used.stdout.strip() == "client ok"
+
+
+# Uses the generated client as a frontend's code would: typed models in, typed models out.
+CLIENT_SCRIPT = """
+import sys
+import uuid
+
+from service_client import Client
+from service_client.api.health import check_readiness
+from service_client.api.orders import change_status, create_order, get_order, list_orders
+from service_client.models import (
+    ErrorCode, OrderCreate, OrderItemIn, OrderRead, PageOrderRead, Problem, StatusChange,
+)
+
+client = Client(base_url=sys.argv[1], raise_on_unexpected_status=True)
+assert check_readiness.sync(client=client).status.value == "ok"
+
+body = OrderCreate(
+    customer_email="ada@example.com",
+    items=[OrderItemIn(sku="BOOK-1", quantity=2, unit_price="9.50")],
+)
+created = create_order.sync_detailed(client=client, body=body)
+assert created.status_code == 201, created.content
+order = created.parsed
+assert isinstance(order, OrderRead), order
+assert created.headers["location"] == f"/api/v1/orders/{order.id}"
+
+fetched = get_order.sync(order.id, client=client)
+assert isinstance(fetched, OrderRead) and fetched.id == order.id and fetched.total == "19.00"
+
+missing = get_order.sync(uuid.uuid4(), client=client)
+assert isinstance(missing, Problem), missing
+assert missing.code is ErrorCode.ORDER_NOT_FOUND and missing.status == 404
+
+page = list_orders.sync(client=client, customer_email="ada@example.com", limit=5)
+assert isinstance(page, PageOrderRead) and order.id in {item.id for item in page.items}
+
+cancel = StatusChange.from_dict({"status": "cancelled"})
+cancelled = change_status.sync(order.id, client=client, body=cancel)
+assert isinstance(cancelled, OrderRead) and cancelled.status.value == "cancelled", cancelled
+print("client ok")
+"""
+
+
+@contextmanager
+def running_api(project: Path, log: Path) -> Iterator[str]:
+    """Serve the render's API (production settings, the machine's services, a queue of its own)
+    with its output in ``log``; yield its base URL once ready, stop it with SIGTERM after."""
+    port = free_port()
+    prefix = f"template_test_{port}"
+    database = f"tmpl_api_{port}"
+    env = services_env(
+        DATABASE_URL=SERVER_DATABASE_URL.rsplit("/", 1)[0] + f"/{database}",
+        ENVIRONMENT="production",
+        SECRET_KEY="s3cr3t-" * 6,
+        NATS_QUEUE_PREFIX=prefix,
+    )
+    run(["uv", "run", "python", "-c", DATABASE, SERVER_DATABASE_URL, "create", database], project)
+    run(["uv", "run", "alembic", "upgrade", "head"], project, env=env)
+    command = [str(project / ".venv/bin/uvicorn"), "--factory", "app.main:create_app"]
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*command, "--port", str(port), "--no-access-log"],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/health/ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        run(["uv", "run", "python", "-c", DELETE_STREAMS, NATS_URL, prefix], project)
+        drop = ["uv", "run", "python", "-c", DATABASE, SERVER_DATABASE_URL, "drop", database]
+        run(drop, project)
+    # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit too.
+    assert server.returncode in {0, -signal.SIGTERM}, log.read_text()
 
 
 def wait_until_ready(url: str, deadline_s: float = 30) -> tuple[int, str, dict[str, str]]:
