@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import TEMPLATE_DIR, project_env, run
 
-SLUG = "{{cookiecutter.project_slug}}"
+SLUG = "{{cookiecutter.__project_folder}}"
 GIT_IDENTITY = ["-c", "user.name=Template Tests", "-c", "user.email=tests@example.com"]
 
 
