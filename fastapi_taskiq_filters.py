@@ -33,8 +33,15 @@ MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>&#|~$])")
 # At the start of a paragraph, these would begin a list, a quote, a rule or a setext heading.
 MARKDOWN_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=])")
 
-TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
-TOML_ESCAPES["\r"] = "\\r"
+TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 def toml_escape(value: object) -> str:
