@@ -1,4 +1,4 @@
-"""Prune the files of options that are off, and write a git-ignored ``.env`` with fresh secrets.
+"""Prune the files of options that are off, and write a git-ignored ``.env`` from the example.
 
 Runs inside the rendered project. It needs no network and calls no other program, so that a
 render is fast, works offline and can be repeated by ``cruft update``. All Jinja stays inside
@@ -8,8 +8,6 @@ render is fast, works offline and can be repeated by ``cruft update``. All Jinja
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -34,9 +32,6 @@ MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
     ("ci", "github"): (".github",),
 }
 
-# Settings in .env.example whose value the hook replaces with a fresh random secret.
-SECRET_SETTINGS = ("SECRET_KEY",)
-
 
 def paths_to_prune(answers: dict[str, object]) -> list[str]:
     """Return the manifest paths whose option does not have the value they need."""
@@ -58,23 +53,15 @@ def prune(root: Path, paths: list[str]) -> None:
             target.unlink()
 
 
-def with_fresh_secrets(example: str) -> str:
-    """Return the text of ``.env.example`` with every secret setting given a random value."""
-    for name in SECRET_SETTINGS:
-        pattern = re.compile(rf"^{name}=.*$", flags=re.MULTILINE)
-        if not pattern.search(example):
-            msg = f"{name} is missing from .env.example"
-            raise ValueError(msg)
-        example = pattern.sub(f"{name}={secrets.token_urlsafe(48)}", example)
-    return example
-
-
 def write_env(root: Path) -> bool:
-    """Create ``.env`` from ``.env.example`` unless one exists; return whether it was written."""
+    """Copy ``.env.example`` to ``.env`` unless one exists; return whether it was written.
+
+    ``.env`` is private (mode 0600) from the start: it is where local secrets go.
+    """
     env = root / ".env"
     if env.exists():
         return False
-    env.write_text(with_fresh_secrets((root / ".env.example").read_text(encoding="utf-8")))
+    env.write_text((root / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
     env.chmod(0o600)
     return True
 

@@ -69,8 +69,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 BOOLEANS = ("include_example", "use_docker")
 
-# Characters that would break the TOML and YAML files the answers are written into.
-FORBIDDEN_TEXT = re.compile(r'["\\\x00-\x1f\x7f]')
+# Free text may hold any printable character: each file escapes it in its own syntax (the
+# ``toml_escape`` and ``markdown_text`` filters of ``fastapi_taskiq_filters.py``). Control
+# characters (line breaks, tabs) have no place in a one-line answer.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Cookiecutter renders answers given on the command line (and cruft, on update, the stored ones)
+# as Jinja templates: an answer holding Jinja syntax would not survive that. (Spelt in pieces:
+# cookiecutter renders this file too.)
+JINJA_OPENERS = ("{" + "{", "{" + "%", "{" + "#")
 
 
 def normalise(name: str) -> str:
@@ -91,6 +97,8 @@ def slug_problems(slug: str) -> list[str]:
     if not slug:
         return ["is empty"]
     reasons: list[str] = []
+    if slug in {".", ".."} or any(char in slug for char in "/\\"):
+        reasons.append("is a path, not a single folder name")
     if not slug.isascii():
         reasons.append("contains non-ASCII characters")
     if any(char.isspace() for char in slug):
@@ -120,8 +128,11 @@ def text_problems(value: str, *, required: bool, max_length: int) -> list[str]:
         reasons.append("is empty")
     if len(value) > max_length:
         reasons.append(f"is {len(value)} characters long (at most {max_length})")
-    if FORBIDDEN_TEXT.search(value):
-        reasons.append("contains a double quote, a backslash or a control character")
+    if CONTROL_CHARACTER.search(value):
+        reasons.append("contains a line break, a tab or another control character")
+    if any(opener in value for opener in JINJA_OPENERS):
+        openers = ", ".join(repr(opener) for opener in JINJA_OPENERS)
+        reasons.append(f"contains one of {openers}, which cookiecutter reads as a template")
     if value != value.strip():
         reasons.append("has leading or trailing spaces")
     return reasons

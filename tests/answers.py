@@ -25,11 +25,15 @@ ANSWER_SETS: dict[str, dict[str, object]] = {
     "no-ci": {"ci": "none"},
     "license-apache": {"license": "Apache-2.0"},
     "license-proprietary": {"license": "Proprietary"},
+    # Every printable character a person may type: quotes, backslashes (one at the end), HTML,
+    # Markdown syntax, braces, accents and emoji. Each file must show them exactly.
     "unusual-text": {
-        "project_name": "Café Ümlaut Ordering",
+        "project_name": 'Ada\'s "Quoted" \\ Café Shop <&> #1',
         "project_slug": "cafe_orders2",
-        "project_description": "Orders & <stuff>: 100% async, O'Brien's — fast {braces}",
-        "author_name": "Zoë O'Brien-Łukasz",
+        "project_description": (
+            "Orders & <b>stuff</b>: \"100%\" async, *fast* `code` _x_ O'Brien's — {braces} 🎉 \\"
+        ),
+        "author_name": 'Zoë O\'Brien-Łukasz "Bob" \\ <x>',
         "author_email": "zoe+orders@sub.example.co.uk",
     },
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,11 @@ def test_good_answers_have_no_problems() -> None:
         ("project_slug", "Pydantic_Settings"),
         ("project_name", ""),
         ("project_description", "line\nbreak"),
+        ("project_description", "tab\there"),
+        ("project_name", "next\u0085line"),
+        ("author_name", "para\u2029graph"),
+        ("project_description", "{{ cookiecutter.project_slug }}"),
+        ("project_name", "{% raw %}"),
         ("author_name", " Jane"),
         ("author_email", "@example.com"),
         ("python_version", "3.10"),
@@ -50,6 +55,25 @@ def test_each_bad_answer_gives_one_problem_naming_it(key: str, value: object) ->
 
     assert problem.startswith(f"{key} {value!r} ")
     assert "Example: " in problem
+
+
+@pytest.mark.parametrize("slug", ["a/b", "a\\b", "..", ".", "/abs", "orders/../x"])
+def test_slug_with_path_syntax_is_a_path_problem(slug: str) -> None:
+    assert "is a path, not a single folder name" in pre.slug_problems(slug)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Ada\'s "Quoted" \\ Shop <&>',
+        "ends with a backslash \\",
+        "Café 🎉 — 👩\u200d💻 {braces} `ticks` *stars* _under_ # hash",
+    ],
+)
+def test_printable_free_text_is_fine(value: str) -> None:
+    answers = GOOD | {"project_name": value, "project_description": value, "author_name": value}
+
+    assert pre.validate(answers) == []
 
 
 def test_slug_with_underscores_and_digits_is_fine() -> None:
@@ -107,29 +131,21 @@ def test_prune_fails_loudly_on_a_dead_manifest_entry(tmp_path: Path) -> None:
         post.prune(tmp_path, ["gone.txt"])
 
 
-def test_fresh_secrets_replace_only_secret_values() -> None:
-    example = "ENVIRONMENT=development\nSECRET_KEY=change-me\nLOG_LEVEL=INFO\n"
+def test_env_is_a_private_copy_of_the_example(tmp_path: Path) -> None:
+    (tmp_path / ".env.example").write_text("ENVIRONMENT=development\nLOG_LEVEL=INFO\n")
 
-    first = post.with_fresh_secrets(example)
-    second = post.with_fresh_secrets(example)
+    assert post.write_env(tmp_path) is True
 
-    assert first != second
-    assert re.fullmatch(
-        r"ENVIRONMENT=development\nSECRET_KEY=[A-Za-z0-9_-]{64}\nLOG_LEVEL=INFO\n", first
-    )
-
-
-def test_missing_secret_placeholder_is_an_error() -> None:
-    with pytest.raises(ValueError, match="SECRET_KEY"):
-        post.with_fresh_secrets("ENVIRONMENT=development\n")
+    assert (tmp_path / ".env").read_text() == "ENVIRONMENT=development\nLOG_LEVEL=INFO\n"
+    assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
 
 
 def test_existing_env_is_never_overwritten(tmp_path: Path) -> None:
-    (tmp_path / ".env.example").write_text("SECRET_KEY=change-me\n")
-    (tmp_path / ".env").write_text("SECRET_KEY=mine\n")
+    (tmp_path / ".env.example").write_text("LOG_LEVEL=INFO\n")
+    (tmp_path / ".env").write_text("API_TOKEN=mine\n")
 
     assert post.write_env(tmp_path) is False
-    assert (tmp_path / ".env").read_text() == "SECRET_KEY=mine\n"
+    assert (tmp_path / ".env").read_text() == "API_TOKEN=mine\n"
 
 
 def test_remove_rendered_copy_spares_files_outside_the_temp_folder(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from hooks.post_gen_project import MANIFEST
 from tests.answers import ANSWER_SETS, answer_sets
@@ -186,16 +188,43 @@ class TestEveryAnswerSet:
         tidy = meta["tool"]["ruff"]["lint"]["flake8-tidy-imports"]
         assert tidy["ban-relative-imports"] == "all"
 
-    def test_env_has_a_fresh_private_secret(self, bake: Bake, answers: dict[str, object]) -> None:
+    def test_env_is_a_private_copy_of_the_example(
+        self, bake: Bake, answers: dict[str, object]
+    ) -> None:
         project = bake(**answers)
-        env = (project / ".env").read_text()
 
-        [secret] = re.findall(r"^SECRET_KEY=(.*)$", env, flags=re.MULTILINE)
-        assert secret != "change-me"
-        assert len(secret) >= 32
+        assert (project / ".env").read_bytes() == (project / ".env.example").read_bytes()
         assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600
         assert ".env" in (project / ".gitignore").read_text().splitlines()
-        assert "change-me" in (project / ".env.example").read_text()
+
+    def test_free_text_shows_literally_in_the_docs(
+        self, bake: Bake, answers: dict[str, object]
+    ) -> None:
+        project = bake(**answers)
+        chosen = answers_with_defaults(answers)
+
+        readme = MARKDOWN.parse((project / "README.md").read_text(encoding="utf-8"))
+        agents = MARKDOWN.parse((project / "AGENTS.md").read_text(encoding="utf-8"))
+        assert readme[0].type == "heading_open"
+        assert plain_text(readme[1]) == chosen["project_name"]
+        assert readme[3].type == "paragraph_open"
+        assert plain_text(readme[4]) == chosen["project_description"]
+        assert agents[0].type == "heading_open"
+        assert plain_text(agents[1]) == f"Working on {chosen['project_name']}"
+        license_text = (project / "LICENSE").read_text(encoding="utf-8")
+        if chosen["license"] != "Apache-2.0":
+            assert f"Copyright (c) {chosen['author_name']}" in license_text
+
+
+MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+
+def plain_text(inline: Token) -> str:
+    """The text an inline Markdown token shows; fails when it holds any markup."""
+    assert inline.type == "inline"
+    children = inline.children or []
+    assert {child.type for child in children} <= {"text"}, [child.type for child in children]
+    return "".join(child.content for child in children)
 
 
 @pytest.mark.parametrize("answers", answer_sets())
@@ -205,11 +234,30 @@ def test_same_answers_give_the_same_bytes(tmp_path: Path, answers: dict[str, obj
 
     def snapshot(project: Path) -> dict[str, bytes]:
         return {
-            path.relative_to(project).as_posix(): path.read_bytes()
-            for path in files_of(project)
-            if path.name != ".env"
+            path.relative_to(project).as_posix(): path.read_bytes() for path in files_of(project)
         }
 
+    assert ".env" in snapshot(first)
     assert snapshot(first) == snapshot(second)
-    # The one file allowed to differ holds the secrets, and they do differ.
-    assert (first / ".env").read_bytes() != (second / ".env").read_bytes()
+
+
+def test_free_text_changes_no_code(bake: Bake) -> None:
+    """The text answers reach only the docs and the metadata, so the code passes ruff and mypy
+    exactly as it does with plain answers (the deep tests run mypy on those)."""
+    unusual = ANSWER_SETS["unusual-text"]
+    plain = bake(project_slug=unusual["project_slug"])
+    text = bake(**unusual)
+
+    def code(project: Path) -> dict[str, bytes]:
+        return {
+            path.relative_to(project).as_posix(): path.read_bytes()
+            for path in files_of(project)
+            if path.name not in {"pyproject.toml", "README.md", "AGENTS.md", "LICENSE"}
+        }
+
+    assert code(text) == code(plain)
+    plain_meta = tomllib.loads((plain / "pyproject.toml").read_text(encoding="utf-8"))
+    text_meta = tomllib.loads((text / "pyproject.toml").read_text(encoding="utf-8"))
+    for meta in (plain_meta, text_meta):
+        del meta["project"]["description"], meta["project"]["authors"]
+    assert text_meta == plain_meta

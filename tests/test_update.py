@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import TEMPLATE_DIR, project_env, run
 
-SLUG = "{{cookiecutter.project_slug}}"
+SLUG = "{{cookiecutter.__project_folder}}"
 GIT_IDENTITY = ["-c", "user.name=Template Tests", "-c", "user.email=tests@example.com"]
 
 
@@ -41,7 +41,9 @@ def test_cruft_update_applies_a_template_change_without_conflicts(tmp_path: Path
 
     cruft("create", str(template), "--no-input", "--output-dir", str(out), cwd=tmp_path, home=home)
     project = out / "orders-service"
-    secret = (project / ".env").read_bytes()
+    env = project / ".env"
+    env.write_text(env.read_text() + "API_TOKEN=local-only\n")
+    secret = env.read_bytes()
     git(project, "init", "--quiet")
     main_py = project / "app" / "main.py"
     main_py.write_text(main_py.read_text() + "# a change of the project's own\n")

@@ -1,4 +1,4 @@
-"""Worker-side context: every log line of a task carries its id, name and the request id."""
+"""Worker-side context: every log line of a task carries its id, its name and the ids it carries."""
 
 import time
 from contextvars import ContextVar
@@ -12,10 +12,23 @@ from app.core.context import request_id_var
 
 log = structlog.get_logger(__name__)
 
-# Labels that become log context when a task carries them.
-CONTEXT_LABELS = ("request_id", "order_id")
+# The fields every task line carries already; a label of the same name never replaces them.
+OWN_FIELDS = frozenset({"task_id", "task_name"})
 
 _started_at: ContextVar[float | None] = ContextVar("task_started_at", default=None)
+
+
+def context_labels(labels: dict[str, Any]) -> dict[str, str]:
+    """The labels that become log context: every id a task carries (``request_id``, and the ids
+    a domain adds with ``kicker.with_labels(<thing>_id=...)``).
+
+    ``labels`` is ``Any``-valued: taskiq keeps whatever the producer put there.
+    """
+    return {
+        name: str(value)
+        for name, value in labels.items()
+        if name.endswith("_id") and name.isidentifier() and name not in OWN_FIELDS
+    }
 
 
 class TaskContextMiddleware(TaskiqMiddleware):
@@ -23,9 +36,7 @@ class TaskContextMiddleware(TaskiqMiddleware):
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         # Each task runs in its own asyncio task, so these bindings stay with it.
-        context = {
-            name: str(message.labels[name]) for name in CONTEXT_LABELS if name in message.labels
-        }
+        context = context_labels(message.labels)
         structlog.contextvars.bind_contextvars(
             task_id=message.task_id, task_name=message.task_name, **context
         )

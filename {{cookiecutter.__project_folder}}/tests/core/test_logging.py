@@ -2,7 +2,6 @@ import logging
 
 import pytest
 from httpx import AsyncClient
-from pydantic import SecretStr
 
 from app.core.logging import configure_logging
 from app.settings import Environment, LoggingSettings, Settings
@@ -47,7 +46,7 @@ async def test_unsafe_request_id_is_replaced(client: AsyncClient, unsafe: str) -
 
 
 def test_production_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(environment=Environment.PRODUCTION, secret_key=SecretStr("s" * 40))
+    settings = Settings(environment=Environment.PRODUCTION)
     configure_logging(settings)
 
     logging.getLogger("some.library").warning(

@@ -1,7 +1,7 @@
 """Configuration from the environment (and ``.env``), one nested model per concern.
 
 Each concern reads its own prefix, so the plain variable names stay short and conventional:
-``DATABASE_URL``, ``NATS_URL``, ``LOG_LEVEL``, ``ENVIRONMENT``, ``SECRET_KEY``.
+``DATABASE_URL``, ``NATS_URL``, ``LOG_LEVEL``, ``ENVIRONMENT``.
 """
 
 from enum import StrEnum
@@ -11,12 +11,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The only lines rendered by the template: everything else derives from them.
+# The only line rendered by the template: everything else derives from it.
 SERVICE_NAME = "{{ cookiecutter.__snake_name }}"
-# The human name, for the OpenAPI document; a JSON string is a valid Python literal.
-SERVICE_TITLE = {{ cookiecutter.project_name | tojson }}
-DEFAULT_SECRET_KEY = "change-me"  # noqa: S105 - the placeholder that production refuses
-MIN_SECRET_KEY_LENGTH = 32
 
 
 class Environment(StrEnum):
@@ -128,7 +124,6 @@ class Settings(BaseSettings):
 
     service_name: str = Field(default=SERVICE_NAME, pattern=r"^[a-z][a-z0-9_]*$")
     environment: Environment = Environment.DEVELOPMENT
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
@@ -146,21 +141,6 @@ class Settings(BaseSettings):
         if self.logging.format is not None:
             return self.logging.format
         return "json" if self.environment is Environment.PRODUCTION else "console"
-
-    @model_validator(mode="after")
-    def _refuse_weak_secret_in_production(self) -> Self:
-        if self.environment is not Environment.PRODUCTION:
-            return self
-
-        secret = self.secret_key.get_secret_value()
-        if secret == DEFAULT_SECRET_KEY or len(secret) < MIN_SECRET_KEY_LENGTH:
-            msg = (
-                "SECRET_KEY must be set to a random value of at least "
-                f"{MIN_SECRET_KEY_LENGTH} characters in production "
-                '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
-            )
-            raise ValueError(msg)
-        return self
 
     @model_validator(mode="after")
     def _duplicate_window_covers_the_outbox(self) -> Self:

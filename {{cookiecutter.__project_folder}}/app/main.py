@@ -17,7 +17,7 @@ from app.core.openapi import ProjectInfo, ServiceAPI
 from app.core.outbox import Outbox
 from app.health.checks import ReadinessProbe
 from app.health.router import router as health_router
-from app.settings import SERVICE_TITLE, Settings, get_settings
+from app.settings import Settings, get_settings
 from app.worker.broker import broker
 
 log = structlog.get_logger(__name__)
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     project = ProjectInfo.read()
     app = ServiceAPI(
-        title=SERVICE_TITLE,
+        title=project.title,
         version=project.version,
         description=project.description,
         lifespan=lifespan,

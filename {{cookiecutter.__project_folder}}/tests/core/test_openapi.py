@@ -15,7 +15,7 @@ import app as app_package
 from app.core.errors import PROBLEM_MEDIA_TYPE, AppError, Problem, error_responses
 from app.core.openapi import ServiceAPI, error_classes
 from app.main import create_app
-from app.settings import SERVICE_TITLE, Settings
+from app.settings import Settings
 from tests.conftest import PROJECT_ROOT
 
 type Document = dict[str, Any]  # Any: an OpenAPI document is free-form JSON
@@ -42,9 +42,10 @@ def test_the_document_is_valid_openapi(document: Document) -> None:
 
 
 def test_info_comes_from_the_project(document: Document) -> None:
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
 
-    assert document["info"]["title"] == SERVICE_TITLE
+    assert document["info"]["title"] == pyproject["tool"]["service"]["title"]
     assert document["info"]["version"] == project["version"]
     assert document["info"]["description"] == project["description"]
 

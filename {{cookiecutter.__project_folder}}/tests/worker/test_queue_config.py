@@ -1,11 +1,9 @@
-from pydantic import SecretStr
-
 from app.settings import Environment, NatsSettings, Settings
 from app.worker.queue import QueueConfig
 
 
 def test_names_are_prefixed_per_service_and_environment() -> None:
-    settings = Settings(environment=Environment.PRODUCTION, secret_key=SecretStr("k" * 40))
+    settings = Settings(environment=Environment.PRODUCTION)
 
     config = QueueConfig.from_settings(settings)
 

@@ -48,16 +48,22 @@ ROUTING_ERRORS: tuple[type[AppError], ...] = (NotFound, MethodNotAllowed)
 
 @dataclass(frozen=True, slots=True)
 class ProjectInfo:
-    """What the document says of the project: ``version`` and ``description`` from
-    pyproject.toml, so a release bumps one place."""
+    """What the document says of the project, from pyproject.toml (one place to change): the
+    title from ``[tool.service]``, the version and description from ``[project]``."""
 
+    title: str
     version: str
     description: str
 
     @classmethod
     def read(cls, pyproject: Path = Path(__file__).parents[2] / "pyproject.toml") -> "ProjectInfo":
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-        return cls(version=str(project["version"]), description=str(project["description"]))
+        document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        project = document["project"]
+        return cls(
+            title=str(document["tool"]["service"]["title"]),
+            version=str(project["version"]),
+            description=str(project.get("description", "")),
+        )
 
 
 def header(description: str, *, example: str | None = None) -> Node:
