@@ -21,7 +21,7 @@ MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
     ("include_example", True): (
         "app/models/order.py",
         "app/orders",
-        "migrations/versions/2026_11_28_0001-0003_orders.py",
+        "migrations/versions/2026_11_28_0002-0004_orders.py",
         "tests/orders",
     ),
     ("use_docker", True): (

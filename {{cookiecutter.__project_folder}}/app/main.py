@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.api import api_router
 from app.core import database
+from app.core.database_errors import DatabaseErrorMiddleware
 from app.core.errors import install_error_handlers
 from app.core.logging import RequestContextMiddleware, configure_logging
 from app.core.openapi import ProjectInfo, ServiceAPI
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Added first, so it runs inside RequestContextMiddleware: its problems carry the request id.
+    app.add_middleware(DatabaseErrorMiddleware, settings=settings.database)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
     app.include_router(api_router)

@@ -47,6 +47,22 @@ class DatabaseSettings(BaseSettings):
     max_overflow: int = Field(default=0, ge=0, le=200)
     pool_timeout: float = Field(default=10.0, gt=0)
     echo: bool = False
+    # Seconds a statement may run, and may wait for a lock, on every API and worker connection
+    # (0: no limit). A request that hits either gets a 503 with Retry-After, not a hung worker.
+    statement_timeout: float = Field(default=30.0, ge=0, le=86400)
+    lock_timeout: float = Field(default=5.0, ge=0, le=3600)
+    # How long a migration waits for a lock before it fails: a migration queued behind a long
+    # transaction would otherwise block every query queued behind it (0: no limit).
+    migration_lock_timeout: float = Field(default=5.0, ge=0, le=3600)
+    # A request that hits a serialization failure or a deadlock runs again, at most this many
+    # times in all, after a random delay of up to retry_delay * 2^(attempt-1) (retry_max_delay
+    # at most); a body larger than retry_max_body bytes is not kept for a replay.
+    retry_attempts: int = Field(default=3, ge=1, le=10)
+    retry_delay: float = Field(default=0.05, gt=0, le=10)
+    retry_max_delay: float = Field(default=1.0, gt=0, le=60)
+    retry_max_body: int = Field(default=1024 * 1024, ge=0)
+    # The Retry-After (seconds) of a 503 caused by the database (busy, timed out, unreachable).
+    retry_after: int = Field(default=1, ge=1, le=3600)
 
 
 class NatsSettings(BaseSettings):
@@ -100,6 +116,16 @@ class OutboxSettings(BaseSettings):
     retry_max_delay: float = Field(default=60.0, gt=0, le=3600)
 
 
+class IdempotencySettings(BaseSettings):
+    """Idempotency keys of POST requests (``IDEMPOTENCY_*``)."""
+
+    model_config = _config("IDEMPOTENCY_")
+
+    # Seconds a key is remembered: a retry with the same key within this time gets the first
+    # response back; after it, the key may be used again (and expired keys are purged).
+    key_ttl: float = Field(default=24 * 3600.0, ge=60, le=30 * 24 * 3600)
+
+
 class LoggingSettings(BaseSettings):
     """Log output (``LOG_*``); the format follows the environment unless set."""
 
@@ -127,6 +153,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
 

@@ -2,6 +2,11 @@
 
 Tests and tools may pass an open connection in ``config.attributes["connection"]`` (then it is
 used as is) or a URL in ``config.attributes["database_url"]`` (instead of ``DATABASE_URL``).
+
+Every run sets ``lock_timeout`` (``DATABASE_MIGRATION_LOCK_TIMEOUT``) for its transaction: a
+migration that waits for a lock behind a long transaction would hold up every query queued
+behind it, so it fails instead, and is run again later. No statement timeout applies (a data
+migration may run long), unless the server or the role sets one.
 """
 
 import asyncio
@@ -11,8 +16,9 @@ from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.core.database import milliseconds
 from app.models import Base
-from app.settings import get_settings
+from app.settings import DatabaseSettings, get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -26,6 +32,12 @@ def database_url() -> str:
     return url if isinstance(url, str) else get_settings().database.url.get_secret_value()
 
 
+def set_lock_timeout() -> None:
+    """Limit lock waits for the rest of the migration's transaction (and in ``--sql`` output)."""
+    timeout = milliseconds(DatabaseSettings().migration_lock_timeout)
+    context.execute(f"SET LOCAL lock_timeout = {timeout}")
+
+
 def run_migrations_offline() -> None:
     """Write the SQL to standard output instead of running it (``alembic upgrade --sql``)."""
     context.configure(
@@ -36,12 +48,14 @@ def run_migrations_offline() -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        set_lock_timeout()
         context.run_migrations()
 
 
 def run_migrations(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
+        set_lock_timeout()
         context.run_migrations()
 
 

@@ -1,5 +1,6 @@
 """Helpers shared by tests."""
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from httpx import ASGITransport, AsyncClient
 from nats.js.errors import NotFoundError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 
@@ -50,3 +51,21 @@ async def delete_streams(nats_url: str, prefix: str) -> None:
                 await jetstream.delete_stream(stream)
     finally:
         await client.close()
+
+
+async def wait_for_lock_waiters(session: AsyncSession, statement: str, count: int) -> None:
+    """Poll pg_stat_activity until ``count`` connections of this database wait for a lock in a
+    statement starting with ``statement`` (how a test knows concurrent requests have met)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE :statement"
+    )
+    async with asyncio.timeout(10):
+        # Polls the server's own state (no event to wait on exists), not a guessed delay.
+        while True:
+            waiting = await session.scalar(query, {"statement": f"{statement}%"})
+            # pg_stat_activity is read once per transaction: end it to see the next state.
+            await session.rollback()
+            if waiting == count:
+                return
+            await asyncio.sleep(0.01)

@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime
 
 from fastapi import Request
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import DateTime, Dialect, MetaData, event, func, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.core.state import app_state
 from app.settings import DatabaseSettings
@@ -62,18 +64,56 @@ class Entity(TimestampMixin):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
 
 
+class DatabaseConnectionError(ConnectionError):
+    """The database server could not be reached (refused, unreachable, timed out).
+
+    asyncpg raises the socket's own ``OSError`` when it cannot connect, which SQLAlchemy passes
+    on unwrapped; this names it, so the error handling can tell it from any other ``OSError``.
+    """
+
+
+def milliseconds(seconds: float) -> str:
+    """A duration as PostgreSQL's time settings take it, without a unit: milliseconds."""
+    return str(round(seconds * 1000))
+
+
+def _connect_or_name_the_failure(
+    dialect: Dialect,
+    _record: ConnectionPoolEntry,
+    cargs: tuple[object, ...],
+    cparams: dict[str, object],
+) -> DBAPIConnection:
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        msg = f"cannot connect to the database: {type(exc).__name__}"
+        raise DatabaseConnectionError(msg) from exc
+
+
 def create_engine(settings: DatabaseSettings, *, application_name: str) -> AsyncEngine:
-    """Build the engine; it connects lazily, so building it needs no running database."""
-    return create_async_engine(
+    """Build the engine; it connects lazily, so building it needs no running database.
+
+    Every connection (API and worker alike: both build their engine here) carries the statement
+    and lock timeouts of the settings.
+    """
+    engine = create_async_engine(
         settings.url.get_secret_value(),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
         pool_pre_ping=True,
         echo=settings.echo,
-        # Shows up in pg_stat_activity, so a DBA can tell the API from the worker.
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={
+            "server_settings": {
+                # Shows up in pg_stat_activity, so a DBA can tell the API from the worker.
+                "application_name": application_name,
+                "statement_timeout": milliseconds(settings.statement_timeout),
+                "lock_timeout": milliseconds(settings.lock_timeout),
+            }
+        },
     )
+    event.listen(engine.sync_engine, "do_connect", _connect_or_name_the_failure)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

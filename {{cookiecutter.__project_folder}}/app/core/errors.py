@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.context import current_request_id
 
@@ -73,11 +75,15 @@ class AppError(Exception):
     example_detail: ClassVar[str | None] = (
         "The server failed to handle the request; the request id identifies it in logs."
     )
-    # Response headers this error sets, with their OpenAPI description.
-    headers: ClassVar[Mapping[str, str]] = {}
+    # Response headers this kind of error carries, with their description (for OpenAPI).
+    documented_headers: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.detail = detail or self.title
+        # Response headers that belong to the error (Retry-After of a 503).
+        self.headers = headers
         super().__init__(self.detail)
 
     @classmethod
@@ -90,10 +96,6 @@ class AppError(Exception):
         """The ``detail`` of this error's example: its own ``example_detail``, or its title."""
         own: str | None = vars(cls).get("example_detail")
         return own or cls.title
-
-    def response_headers(self) -> Mapping[str, str] | None:
-        """Headers to send with this error's response (``Retry-After``, ``Allow``, ...)."""
-        return None
 
 
 class BadRequest(AppError):
@@ -134,7 +136,7 @@ class MethodNotAllowed(AppError):
     status_code = HTTPStatus.METHOD_NOT_ALLOWED
     code = "method_not_allowed"
     title = "Method Not Allowed"
-    headers: ClassVar[Mapping[str, str]] = {"Allow": "The methods this path serves."}
+    documented_headers: ClassVar[Mapping[str, str]] = {"Allow": "The methods this path serves."}
 
 
 class ValidationFailed(AppError):
@@ -186,11 +188,15 @@ def internal_error_response(path: str) -> JSONResponse:
     return problem_response(error_problem(AppError, detail=AppError.example(), instance=path))
 
 
-async def _app_error_handler(request: Request, exc: AppError) -> JSONResponse:
+def app_error_response(exc: AppError, path: str) -> JSONResponse:
+    """The problem response of an error raised on purpose (also used by middleware)."""
     return problem_response(
-        error_problem(type(exc), detail=exc.detail, instance=request.url.path),
-        headers=exc.response_headers(),
+        error_problem(type(exc), detail=exc.detail, instance=path), headers=exc.headers
     )
+
+
+async def _app_error_handler(request: Request, exc: AppError) -> JSONResponse:
+    return app_error_response(exc, request.url.path)
 
 
 def _validation_issues(errors: Sequence[Mapping[str, Any]]) -> list[ValidationIssue]:
@@ -216,12 +222,29 @@ _HTTP_ERRORS: dict[int, type[AppError]] = {
 }
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for the ``Allow`` of a 405.
+
+    Starlette's router answers with the methods of the first route that matches the path only;
+    another route at the same path (``GET`` and ``POST /orders``) would be left out.
+    """
+    methods: set[str] = set()
+    # Included routers are branches of app.routes; iter_route_contexts walks their routes.
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route.methods)
+    return ", ".join(sorted(methods))
+
+
 async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     status = HTTPStatus(exc.status_code)
     error = _HTTP_ERRORS.get(status, HTTPStatusError)
     detail = exc.detail if exc.detail != status.phrase else None
+    headers = exc.headers
     if status is HTTPStatus.NOT_FOUND and detail is None:
         detail = f"No route matches {request.method} {request.url.path}"
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     problem = error_problem(
         error,
         detail=detail,
@@ -229,7 +252,7 @@ async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> 
         status=status,
         title=status.phrase if error is HTTPStatusError else None,
     )
-    return problem_response(problem, headers=exc.headers)
+    return problem_response(problem, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
+from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
     AppError,
@@ -34,6 +36,7 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.core.logging import REQUEST_ID_HEADER
+from app.core.unit_of_work import get_session
 
 # An OpenAPI document is free-form JSON: its nodes are typed with Any, as FastAPI types them.
 type Node = dict[str, Any]
@@ -119,8 +122,18 @@ def problem_example(error: type[AppError], path: str) -> Node:
     return example
 
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _uses(dependant: Dependant, call: object) -> bool:
+    return any(sub.call is call or _uses(sub, call) for sub in dependant.dependencies)
+
+
 def _automatic_errors(route: APIRoute) -> Iterator[type[AppError]]:
     yield AppError  # the 500 of an unexpected exception
+    if _uses(route.dependant, get_session):
+        writes = bool(route.methods and route.methods & WRITE_METHODS)
+        yield from DATABASE_ERRORS if writes else DATABASE_READ_ERRORS
     if route.body_field is not None:
         yield MalformedRequest
     if route.body_field is not None or route.dependant.query_params or route.dependant.path_params:
@@ -132,7 +145,7 @@ def _automatic_errors(route: APIRoute) -> Iterator[type[AppError]]:
 def _error_response(errors: list[type[AppError]], path: str, declared: Node) -> Node:
     headers: Node = {REQUEST_ID_HEADER: REQUEST_ID_DOC}
     for error in errors:
-        for name, description in error.headers.items():
+        for name, description in error.documented_headers.items():
             headers.setdefault(name, header(description))
     titles = " / ".join(dict.fromkeys(error.title for error in errors))
     codes = ", ".join(f"`{error.code}`" for error in errors)
@@ -156,10 +169,25 @@ def _is_error(status: str) -> bool:
     return status.isdigit() and int(status) >= HTTPStatus.BAD_REQUEST
 
 
+def _without_null(schema: Node) -> Node:
+    """A parameter's schema without the ``null`` FastAPI gives optional ones: HTTP has no null
+    header or query value, only an absent one (and generators would send the text "null")."""
+    options = schema.get("anyOf")
+    if options is None:
+        return schema
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) != 1:
+        return {**schema, "anyOf": kept}
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    return {**kept[0], **rest}
+
+
 def _finish_operation(
     operation: Node, route: APIRoute, path: str, known: Mapping[str, type[AppError]]
 ) -> set[str]:
-    """Finish one operation's responses; return the error codes it documents."""
+    """Finish one operation's parameters and responses; return the error codes it documents."""
+    for parameter in operation.get("parameters", []):
+        parameter["schema"] = _without_null(parameter["schema"])
     responses: Node = operation["responses"]
     by_status: dict[str, list[type[AppError]]] = {}
     for status, response in responses.items():

@@ -4,12 +4,13 @@ Alembic imports this package to see every table, so each new model module is imp
 """
 
 from app.core.database import Base
+from app.core.idempotency import IdempotencyRecord
 from app.core.outbox import OutboxMessage
 {% if cookiecutter.include_example %}
 from app.models.order import Order, OrderItem, OrderStatus
 
-__all__ = ["Base", "Order", "OrderItem", "OrderStatus", "OutboxMessage"]
+__all__ = ["Base", "IdempotencyRecord", "Order", "OrderItem", "OrderStatus", "OutboxMessage"]
 {% else %}
 
-__all__ = ["Base", "OutboxMessage"]
+__all__ = ["Base", "IdempotencyRecord", "OutboxMessage"]
 {% endif %}

@@ -4,7 +4,7 @@ import uuid
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, Index, Numeric, String
+from sqlalchemy import Enum, ForeignKey, Index, Numeric, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.database import Base, Entity
@@ -41,8 +41,16 @@ class Order(Entity, Base):
         ),
         default=OrderStatus.PENDING,
     )
-    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    total: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+    # Incremented by SQLAlchemy on every UPDATE of the row (and checked in its WHERE clause):
+    # the order's entity tag (ETag), which clients send back in If-Match.
+    version: Mapped[int] = mapped_column(server_default=text("1"))
+
+    __mapper_args__ = {  # noqa: RUF012 - read by SQLAlchemy, never mutated
+        **Base.__mapper_args__,
+        "version_id_col": version,
+    }
 
     items: Mapped[list["OrderItem"]] = relationship(
         back_populates="order",
@@ -61,6 +69,6 @@ class OrderItem(Base):
     position: Mapped[int] = mapped_column(primary_key=True)
     sku: Mapped[str] = mapped_column(String(64))
     quantity: Mapped[int]
-    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(8, 2))
 
     order: Mapped[Order] = relationship(back_populates="items", lazy="raise")

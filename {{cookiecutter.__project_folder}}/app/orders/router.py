@@ -1,18 +1,50 @@
 """HTTP routes of orders: parse, call the service, shape the response."""
 
 import uuid
+from http import HTTPStatus
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
+from app.core.conditional import IfMatch, PreconditionFailed
 from app.core.errors import error_responses
+from app.core.idempotency import IdempotencyDep, IdempotencyKeyReused
 from app.core.openapi import header
-from app.core.pagination import InvalidCursor, Page
+from app.core.pagination import Page
+from app.models import Order
 from app.orders.dependencies import OrderServiceDep
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.schemas import OrderCreate, OrderFilters, OrderRead, StatusChange
+from app.orders.service import order_etag
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+OrderId = Annotated[uuid.UUID, Path(description="The order's id (a UUID).")]
+
+IfMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description=(
+            "The ETag of the order as last read (or `*`, or a list of tags): the change is "
+            "made only if the order is unchanged since (412 otherwise, also when the field is "
+            "no list of tags). Without it the change is made whatever changed meanwhile."
+        ),
+    ),
+]
+IfNoneMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="ETags the client holds: 304 Not Modified when one is still current.",
+    ),
+]
+
+
+ORDER_HEADERS = {
+    "ETag": header("The order's version, for `If-Match` and `If-None-Match`.", example='"1"'),
+    "Content-Location": header("The URL of the order.", example="/api/v1/orders/{order_id}"),
+}
 
 
 def link(operation_id: str, description: str) -> dict[str, object]:
@@ -24,38 +56,64 @@ def link(operation_id: str, description: str) -> dict[str, object]:
     }
 
 
-OrderId = Annotated[uuid.UUID, Path(description="The order's id (a UUID).")]
+def order_response(
+    order: Order, request: Request, *, status_code: int = status.HTTP_200_OK
+) -> Response:
+    """The order as JSON with its ETag (the validator clients send back in If-Match)."""
+    return Response(
+        OrderRead.model_validate(order).model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={
+            "ETag": order_etag(order),
+            # The body is the order's representation, whichever route returned it.
+            "Content-Location": request.url_for("get_order", order_id=order.id).path,
+        },
+    )
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
     summary="Create an order",
-    response_description="The order, as stored",
+    response_description="The order, as stored (or as first stored, for a repeated key)",
     responses={
         status.HTTP_201_CREATED: {
-            "headers": {"Location": header("The URL of the new order.")},
+            "headers": {
+                "Location": header("The URL of the new order."),
+                **ORDER_HEADERS,
+                "Idempotent-Replayed": header(
+                    "`true` when this is the stored answer to an earlier request with the "
+                    "same `Idempotency-Key` and body.",
+                    example="true",
+                ),
+            },
             "links": {
                 "GetOrder": link("get_order", "Read the order back."),
                 "ChangeStatus": link("change_status", "Cancel the order."),
             },
         },
-        **error_responses(validation=True),
+        **error_responses(IdempotencyKeyReused, validation=True),
     },
 )
 async def create_order(
-    body: OrderCreate, service: OrderServiceDep, request: Request, response: Response
-) -> OrderRead:
+    body: OrderCreate, service: OrderServiceDep, idempotency: IdempotencyDep, request: Request
+) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
+    if (replayed := await idempotency.replay(body.model_dump_json().encode())) is not None:
+        return replayed
     order = await service.create(body)
-    response.headers["Location"] = str(request.url_for("get_order", order_id=order.id).path)
-    return OrderRead.model_validate(order)
+    response = order_response(order, request, status_code=status.HTTP_201_CREATED)
+    response.headers["Location"] = response.headers["Content-Location"]
+    await idempotency.remember(response)
+    return response
 
 
 @router.get(
     "",
     summary="List orders",
-    responses=error_responses(InvalidCursor, validation=True),
+    responses=error_responses(validation=True),
 )
 async def list_orders(
     filters: Annotated[OrderFilters, Query()], service: OrderServiceDep
@@ -69,21 +127,50 @@ async def list_orders(
 
 @router.get(
     "/{order_id}",
+    response_model=OrderRead,
     summary="Get an order",
-    responses=error_responses(OrderNotFound, validation=True),
+    response_description="The order",
+    responses={
+        status.HTTP_200_OK: {"headers": ORDER_HEADERS},
+        HTTPStatus.NOT_MODIFIED: {
+            "description": "The order still has the ETag sent",
+            "headers": {"ETag": ORDER_HEADERS["ETag"]},
+        },
+        **error_responses(OrderNotFound, validation=True),
+    },
 )
-async def get_order(order_id: OrderId, service: OrderServiceDep) -> OrderRead:
-    """Return one order with its items."""
-    return OrderRead.model_validate(await service.get(order_id))
+async def get_order(
+    order_id: OrderId,
+    service: OrderServiceDep,
+    request: Request,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    """Return one order with its items, and its ETag."""
+    order = await service.get(order_id)
+    etag = order_etag(order)
+    if if_none_match is not None and IfMatch.parse(if_none_match).weakly_matches(etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return order_response(order, request)
 
 
 @router.patch(
     "/{order_id}/status",
-    summary="Change an order's status",
-    responses=error_responses(OrderNotFound, InvalidTransition, validation=True),
+    response_model=OrderRead,
+    summary="Cancel an order",
+    response_description="The order, cancelled",
+    responses={
+        status.HTTP_200_OK: {"headers": ORDER_HEADERS},
+        **error_responses(OrderNotFound, InvalidTransition, PreconditionFailed, validation=True),
+    },
 )
 async def change_status(
-    order_id: OrderId, body: StatusChange, service: OrderServiceDep
-) -> OrderRead:
-    """Move an order to a new status; only the moves its life cycle allows are accepted."""
-    return OrderRead.model_validate(await service.change_status(order_id, body.status))
+    order_id: OrderId,
+    body: StatusChange,  # noqa: ARG001 - validated only: "cancelled" is its one value
+    service: OrderServiceDep,
+    request: Request,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
+    condition = IfMatch.parse(if_match) if if_match is not None else None
+    order = await service.cancel(order_id, if_match=condition)
+    return order_response(order, request)

@@ -2,17 +2,27 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorText
+from app.core.types import DecimalFormat, Email
 from app.orders.status import OrderStatus
 
+MAX_ITEMS = 100
+MAX_QUANTITY = 10_000
+# As order_items.unit_price is stored: NUMERIC(8, 2).
+UNIT_PRICE = DecimalFormat(whole_digits=6, decimal_places=2)
+# As orders.total is stored: NUMERIC(14, 2), which holds the largest order the limits above
+# allow (MAX_ITEMS * MAX_QUANTITY * the largest unit price; a test checks): every order the
+# schema admits can be stored, so the schema states every limit there is.
+TOTAL = DecimalFormat(whole_digits=12, decimal_places=2)
+
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-Quantity = Annotated[int, Field(ge=1, le=10_000)]
-Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+Price = Annotated[Decimal, UNIT_PRICE]
 
 
 class OrderItemIn(BaseModel):
@@ -40,8 +50,8 @@ class OrderCreate(BaseModel):
         },
     )
 
-    customer_email: EmailStr
-    items: list[OrderItemIn] = Field(min_length=1, max_length=100)
+    customer_email: Email
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
 
     @property
     def total(self) -> Decimal:
@@ -50,13 +60,15 @@ class OrderCreate(BaseModel):
 
 
 class StatusChange(BaseModel):
-    """A request to move an order to another status."""
+    """A client's change of an order's status: cancelling is the only one; the worker makes
+    the others (processing, completed, failed)."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"status": "cancelled"}]}
     )
 
-    status: OrderStatus
+    # "enum" besides pydantic's "const", for client generators that only read enums.
+    status: Literal[OrderStatus.CANCELLED] = Field(json_schema_extra={"enum": ["cancelled"]})
 
 
 class OrderItemRead(BaseModel):
@@ -106,15 +118,14 @@ class OrderFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: OrderStatus | None = Field(default=None, description="Only orders in this status.")
-    customer_email: EmailStr | None = Field(
+    customer_email: Email | None = Field(
         default=None, description="Only the orders of this customer (exact address)."
     )
     limit: int = Field(
         default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="How many orders one page holds."
     )
-    cursor: str | None = Field(
+    cursor: CursorText | None = Field(
         default=None,
-        max_length=200,
         description="Where the page starts: the `next_cursor` of the previous page; omit it for "
         "the first page. Cursors are opaque.",
     )

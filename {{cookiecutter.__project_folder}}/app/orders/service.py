@@ -8,6 +8,7 @@ from typing import Protocol
 
 import structlog
 
+from app.core.conditional import IfMatch, check_if_match, strong_etag
 from app.models import Order, OrderItem
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.repository import OrderRepository
@@ -29,6 +30,11 @@ class OrderTasks(Protocol):
     async def process(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
 
     async def fulfil(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
+
+
+def order_etag(order: Order) -> str:
+    """The order's entity tag: its version, which every update of the row increments."""
+    return strong_etag(str(order.version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +81,24 @@ class OrderService:
         """A page of orders and the cursor of the next one."""
         return await self.repository.list_page(filters)
 
-    async def change_status(self, order_id: uuid.UUID, target: OrderStatus) -> Order:
-        """Move an order to ``target`` if its life cycle allows it.
+    async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> Order:
+        """Cancel an order if its life cycle allows it (the one change clients may make); with
+        ``if_match``, only if the order is still the one the client saw.
 
-        The row stays locked until the unit of work ends, so two concurrent changes are applied
-        one after the other and the second is judged against the first one's result.
+        The row stays locked until the unit of work ends, so a concurrent change (another
+        cancel, the worker's fulfilment) is applied before or after this one, never in between,
+        and the entity tag and the status are judged after any change committed before.
         """
         order = await self.repository.get_with_items(order_id, for_update=True)
         if order is None:
             raise OrderNotFound(order_id)
-        if not can_transition(order.status, target):
-            raise InvalidTransition(order.status, target)
+        check_if_match(if_match, order_etag(order))
+        if not can_transition(order.status, OrderStatus.CANCELLED):
+            raise InvalidTransition(order.status, OrderStatus.CANCELLED)
         previous = order.status
-        order.status = target
+        order.status = OrderStatus.CANCELLED
         await self.repository.session.flush()
-        log.info("order.status_changed", order_id=str(order_id), old=previous, new=target)
+        log.info("order.status_changed", order_id=str(order_id), old=previous, new=order.status)
         return order
 
     async def start_processing(self, order_id: uuid.UUID) -> None:

@@ -3,11 +3,14 @@
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.database import create_engine
 from app.core.errors import Conflict
 from app.core.unit_of_work import SessionDep
+from app.settings import DatabaseSettings
 
 
 @pytest.fixture
@@ -64,3 +67,16 @@ async def test_failed_request_does_not_undo_an_earlier_one(
     await client.post("/probe/conflict")
 
     assert await notes(session) == ["first"]
+
+
+async def test_connections_have_the_default_statement_and_lock_timeouts(database_url: str) -> None:
+    # API and worker processes both build their engine with create_engine (the worker through
+    # the app's lifespan), so both get these.
+    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)), application_name="test")
+    async with engine.connect() as connection:
+        statement_timeout = await connection.scalar(text("SHOW statement_timeout"))
+        lock_timeout = await connection.scalar(text("SHOW lock_timeout"))
+        application_name = await connection.scalar(text("SHOW application_name"))
+    await engine.dispose()
+
+    assert (statement_timeout, lock_timeout, application_name) == ("30s", "5s", "test")

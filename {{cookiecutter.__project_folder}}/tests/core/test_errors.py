@@ -1,9 +1,31 @@
+import re
+
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 from httpx import AsyncClient
 from pydantic import BaseModel, Field
 
 from app.core.errors import Conflict, error_responses
+from app.main import create_app
+from app.settings import Environment, Settings
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def route_paths(app: FastAPI) -> list[str]:
+    """Every path the app serves, its parameters filled in with a plain value."""
+    templates = {r.path for r in iter_route_contexts(app.routes) if r.methods and r.path}
+    return sorted(re.sub(r"{[^}]+}", "0b6f4c9e-2a55-4d5e-9d1a-3f1f2a7b8c9d", t) for t in templates)
+
+
+def served_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods of every route whose pattern matches ``path``."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        if route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return methods
 
 
 class Widget(BaseModel):
@@ -55,6 +77,23 @@ async def test_wrong_method_is_a_405_problem_with_allow(client: AsyncClient) -> 
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["allow"] == "GET"
     assert response.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", route_paths(create_app(Settings(environment=Environment.TEST))))
+async def test_every_405_allows_every_method_served_at_the_path(
+    app: FastAPI, client: AsyncClient, path: str
+) -> None:
+    served = served_methods(app, path)
+    assert served
+
+    for method in sorted(set(METHODS) - served):
+        response = await client.request(method, path)
+
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == ", ".join(sorted(served))
+        if method != "HEAD":
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "method_not_allowed"
 
 
 async def test_invalid_body_is_a_422_problem_listing_every_error(client: AsyncClient) -> None:

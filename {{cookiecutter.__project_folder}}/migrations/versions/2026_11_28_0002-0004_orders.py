@@ -1,8 +1,8 @@
 """Orders and their items (the example domain).
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-28 00:01:00+00:00
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-28 00:02:00+00:00
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,8 +24,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("customer_email", sa.String(length=320), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("total", sa.Numeric(precision=12, scale=2), nullable=False),
+        sa.Column("total", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("failure_reason", sa.String(length=500), nullable=True),
+        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -57,7 +58,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("sku", sa.String(length=64), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
-        sa.Column("unit_price", sa.Numeric(precision=12, scale=2), nullable=False),
+        sa.Column("unit_price", sa.Numeric(precision=8, scale=2), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"],
             ["orders.id"],
