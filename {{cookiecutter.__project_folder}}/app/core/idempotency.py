@@ -191,7 +191,7 @@ async def get_idempotency(
                 "A unique value per request (e.g. a UUID), 1 to 255 characters of "
                 "A-Z a-z 0-9 . _ : ~ + / = -, optionally quoted. A retry with the same key and "
                 "body within IDEMPOTENCY_KEY_TTL gets the first response back "
-                "(Idempotent-Replayed: true); the same key with another body is refused (422)."
+                "(Idempotent-Replayed: true); the same key with another body is refused (409)."
             ),
         ),
     ] = None,
