@@ -406,22 +406,22 @@ def server_version(client: Client) -> str:
     return f"{found.major}.{found.minor}.{found.patch}"
 
 
-async def main(argv: Sequence[str]) -> int:
-    tasks = parse_tasks(argv)
-    nats_url = loopback_only("NATS_URL", os.environ.get("NATS_URL", DEFAULT_NATS_URL))
-    database_url = loopback_only(
-        "DATABASE_URL", os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
+async def run(
+    tasks: int,
+    nats_url: str,
+    database_url: str,
+    environment: Environment = Environment.TEST,
+) -> Results:
+    """Both parts of the benchmark (``api_bench.py`` calls this too); the servers are checked
+    to be on 127.0.0.1."""
+    nats_url = loopback_only("NATS_URL", nats_url)
+    database_url = loopback_only("DATABASE_URL", database_url)
     settings = Settings(
-        environment=Environment.TEST,
+        environment=environment,
         database=DatabaseSettings(url=SecretStr(database_url)),
         nats=NatsSettings(url=nats_url, queue_prefix=f"bench_{uuid.uuid4().hex[:10]}"),
     )
     results = Results()
-    # SIGTERM ends the run as Ctrl-C does: cancelled, so every cleanup below still runs.
-    this_run = asyncio.current_task()
-    if this_run is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this_run.cancel)
     client = await nats.connect(nats_url, name="bench-queue", connect_timeout=5)
     try:
         results.server_version = server_version(client)
@@ -430,6 +430,20 @@ async def main(argv: Sequence[str]) -> int:
             await template_queue(client.jetstream(), settings, tasks, results, Path(scratch))
     finally:
         await client.close()
+    return results
+
+
+async def main(argv: Sequence[str]) -> int:
+    tasks = parse_tasks(argv)
+    # SIGTERM ends the run as Ctrl-C does: cancelled, so every cleanup below still runs.
+    this_run = asyncio.current_task()
+    if this_run is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this_run.cancel)
+    results = await run(
+        tasks,
+        os.environ.get("NATS_URL", DEFAULT_NATS_URL),
+        os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+    )
     sys.stdout.write(report(results, tasks))
     return 0
 
