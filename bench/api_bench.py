@@ -869,6 +869,23 @@ async def api_part(context: Context) -> Measured:
     return measured
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM cancel the run once, so every cleanup runs to its end: a second
+    signal (a terminal sends Ctrl-C to uv and to this process) must not cut the cleanup short."""
+    this_run = asyncio.current_task()
+    if this_run is None:
+        return
+
+    def stop(signal_name: str) -> None:
+        if not this_run.cancelling():
+            progress(f"{signal_name}: stopping, removing what the run created")
+            this_run.cancel()
+
+    loop = asyncio.get_running_loop()
+    for caught in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(caught, stop, caught.name)
+
+
 async def main(argv: Sequence[str]) -> int:
     options = parse_options(argv)
     binary = wrk_binary()
@@ -885,10 +902,7 @@ async def main(argv: Sequence[str]) -> int:
     )
     # The worker of the queue part inherits it, as the API gets it.
     os.environ["LOG_LEVEL"] = options.log_level
-    # SIGTERM ends the run as Ctrl-C does: cancelled, so every cleanup still runs.
-    this_run = asyncio.current_task()
-    if this_run is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this_run.cancel)
+    stop_on_signals()
     started = time.monotonic()
     measured = await api_part(context)
     queue: queue_bench.Results | None = None
