@@ -50,6 +50,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import structlog
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from sqlalchemy import make_url, text
@@ -903,6 +904,9 @@ async def main(argv: Sequence[str]) -> int:
     # The worker of the queue part inherits it, as the API gets it.
     os.environ["LOG_LEVEL"] = options.log_level
     stop_on_signals()
+    # The app's loggers in this process (the queue part's producer) write to stderr, with the
+    # progress lines; stdout holds the report only.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     started = time.monotonic()
     measured = await api_part(context)
     queue: queue_bench.Results | None = None
