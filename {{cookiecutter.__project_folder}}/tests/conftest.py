@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.core.database import Reader
 from app.main import create_app
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import JetStreamBroker, broker
@@ -186,11 +187,13 @@ def app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 async def client(
-    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession], connection: AsyncConnection
 ) -> AsyncIterator[AsyncClient]:
-    """An in-process HTTP client; requests run their unit of work in the test's transaction."""
+    """An in-process HTTP client; requests run their unit of work, and their reads, in the
+    test's transaction."""
     async with lifespan_client(app) as http:
         app.state.sessionmaker = sessionmaker
+        app.state.reader = Reader.within(connection)
         yield http
 
 

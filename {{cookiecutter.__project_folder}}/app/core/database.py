@@ -1,15 +1,21 @@
-"""SQLAlchemy 2 async on asyncpg: the engine, the session factory and the declarative base.
+"""SQLAlchemy 2 async on asyncpg: the engine, the session factory, the reader and the
+declarative base.
 
 The unit of work (a session that commits, then publishes its tasks) is in
-``app.core.unit_of_work``."""
+``app.core.unit_of_work``; requests that only read take a ``ReadConnectionDep`` instead."""
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy import DateTime, Dialect, MetaData, event, func, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -101,7 +107,10 @@ def create_engine(settings: DatabaseSettings, *, application_name: str) -> Async
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
-        pool_pre_ping=True,
+        # No ping before each checkout: it is a round trip per request. A connection the server
+        # dropped fails its request with 503 database_unavailable (app.core.database_errors), and
+        # SQLAlchemy then invalidates the pool's older connections, so the next requests reconnect.
+        pool_pre_ping=False,
         echo=settings.echo,
         connect_args={
             "server_settings": {
@@ -127,9 +136,61 @@ async def ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+def create_gate(settings: DatabaseSettings) -> asyncio.Semaphore:
+    """Requests take the pool's connections through this gate, in arrival order.
+
+    SQLAlchemy's async pool lets a request that arrives just as a connection comes back take it
+    ahead of the requests already waiting; under load some of those waited for seconds (p99 1.4 s
+    against a p50 of 13 ms, measured with 32 concurrent requests on a pool of 10). A FIFO
+    semaphore as large as the pool keeps the waits fair.
+    """
+    return asyncio.Semaphore(settings.pool_size + settings.max_overflow)
+
+
+async def get_gate(request: Request) -> asyncio.Semaphore:
+    """The lifespan's gate in front of the connection pool."""
+    return app_state(request, "database_gate", asyncio.Semaphore)
+
+
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """The session factory the lifespan put on the application's state."""
     factory: async_sessionmaker[AsyncSession] = app_state(
         request, "sessionmaker", async_sessionmaker
     )
     return factory
+
+
+class Reader:
+    """Connections for requests that only read: in autocommit mode, so a read pays no BEGIN and
+    COMMIT round trips (one statement always sees one snapshot; a read that needs several
+    statements to agree belongs in a unit of work)."""
+
+    def __init__(self, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
+        self.connect = connect
+
+    @classmethod
+    def on(cls, engine: AsyncEngine) -> "Reader":
+        """Read through ``engine``'s pool (the connections return to it in their usual mode)."""
+        return cls(engine.execution_options(isolation_level="AUTOCOMMIT").connect)
+
+    @classmethod
+    def within(cls, connection: AsyncConnection) -> "Reader":
+        """Read on one open connection, left open (tests read inside their transaction)."""
+
+        @asynccontextmanager
+        async def borrowed() -> AsyncIterator[AsyncConnection]:
+            yield connection
+
+        return cls(borrowed)
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection of the lifespan's ``Reader`` for the request (through the gate)."""
+    async with (
+        app_state(request, "database_gate", asyncio.Semaphore),
+        app_state(request, "reader", Reader).connect() as connection,
+    ):
+        yield connection
+
+
+ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection)]

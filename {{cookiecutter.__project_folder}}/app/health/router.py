@@ -30,7 +30,7 @@ class NotReady(ServiceUnavailable):
     title = "Service not ready"
 
 
-def get_readiness_probe(request: Request) -> ReadinessProbe:
+async def get_readiness_probe(request: Request) -> ReadinessProbe:
     """The probe built by the lifespan, from the application's state."""
     return app_state(request, "readiness", ReadinessProbe)
 

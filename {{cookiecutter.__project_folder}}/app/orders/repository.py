@@ -8,7 +8,6 @@ from sqlalchemy.orm import selectinload
 
 from app.core.repository import Repository
 from app.models import Order
-from app.orders.schemas import OrderFilters
 from app.orders.status import OrderStatus
 
 
@@ -22,15 +21,6 @@ class OrderRepository(Repository[Order]):
         return await self.get_by_id(
             order_id, options=(selectinload(Order.items),), for_update=for_update
         )
-
-    async def list_page(self, filters: OrderFilters) -> tuple[list[Order], str | None]:
-        """Orders matching the filters, oldest first, one page at a time."""
-        statement = select(Order).options(selectinload(Order.items))
-        if filters.status is not None:
-            statement = statement.where(Order.status == filters.status)
-        if filters.customer_email is not None:
-            statement = statement.where(Order.customer_email == filters.customer_email)
-        return await self.page(statement, limit=filters.limit, cursor=filters.cursor)
 
     async def stale(
         self, status: OrderStatus, *, before: datetime, limit: int = 500

@@ -1,19 +1,21 @@
 """HTTP routes of orders: parse, call the service, shape the response."""
 
 import uuid
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from starlette.applications import Starlette
 
 from app.core.conditional import IfMatch, PreconditionFailed
 from app.core.errors import error_responses
 from app.core.idempotency import IdempotencyDep, IdempotencyKeyReused
 from app.core.openapi import header
 from app.core.pagination import Page
-from app.models import Order
 from app.orders.dependencies import OrderServiceDep
 from app.orders.exceptions import InvalidTransition, OrderNotFound
+from app.orders.queries import OrderQueriesDep
 from app.orders.schemas import OrderCreate, OrderFilters, OrderRead, StatusChange
 from app.orders.service import order_etag
 
@@ -56,18 +58,32 @@ def link(operation_id: str, description: str) -> dict[str, object]:
     }
 
 
+@lru_cache(maxsize=16)
+def _order_path_template(app: Starlette) -> str:
+    # Looking a route up walks every route: once per application is enough.
+    return app.url_path_for("get_order", order_id=_PLACEHOLDER)
+
+
+_PLACEHOLDER = uuid.UUID(int=0)
+
+
+def order_path(request: Request, order_id: uuid.UUID) -> str:
+    """The path of an order, as the application serves it."""
+    return _order_path_template(request.app).replace(str(_PLACEHOLDER), str(order_id))
+
+
 def order_response(
-    order: Order, request: Request, *, status_code: int = status.HTTP_200_OK
+    order: OrderRead, etag: str, request: Request, *, status_code: int = status.HTTP_200_OK
 ) -> Response:
     """The order as JSON with its ETag (the validator clients send back in If-Match)."""
     return Response(
-        OrderRead.model_validate(order).model_dump_json(),
+        order.model_dump_json(),
         status_code=status_code,
         media_type="application/json",
         headers={
-            "ETag": order_etag(order),
+            "ETag": etag,
             # The body is the order's representation, whichever route returned it.
-            "Content-Location": request.url_for("get_order", order_id=order.id).path,
+            "Content-Location": order_path(request, order.id),
         },
     )
 
@@ -104,7 +120,12 @@ async def create_order(
     if (replayed := await idempotency.replay(body.model_dump_json().encode())) is not None:
         return replayed
     order = await service.create(body)
-    response = order_response(order, request, status_code=status.HTTP_201_CREATED)
+    response = order_response(
+        OrderRead.model_validate(order),
+        order_etag(order),
+        request,
+        status_code=status.HTTP_201_CREATED,
+    )
     response.headers["Location"] = response.headers["Content-Location"]
     await idempotency.remember(response)
     return response
@@ -112,17 +133,17 @@ async def create_order(
 
 @router.get(
     "",
+    response_model=Page[OrderRead],
     summary="List orders",
     responses=error_responses(validation=True),
 )
 async def list_orders(
-    filters: Annotated[OrderFilters, Query()], service: OrderServiceDep
-) -> Page[OrderRead]:
+    filters: Annotated[OrderFilters, Query()], queries: OrderQueriesDep
+) -> Response:
     """List orders oldest first, optionally by status or customer, one page at a time."""
-    orders, next_cursor = await service.list_orders(filters)
-    return Page[OrderRead](
-        items=[OrderRead.model_validate(order) for order in orders], next_cursor=next_cursor
-    )
+    orders, next_cursor = await queries.page(filters)
+    page = Page[OrderRead](items=orders, next_cursor=next_cursor)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -141,16 +162,17 @@ async def list_orders(
 )
 async def get_order(
     order_id: OrderId,
-    service: OrderServiceDep,
+    queries: OrderQueriesDep,
     request: Request,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     """Return one order with its items, and its ETag."""
-    order = await service.get(order_id)
-    etag = order_etag(order)
-    if if_none_match is not None and IfMatch.parse(if_none_match).weakly_matches(etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    return order_response(order, request)
+    view = await queries.get(order_id)
+    if view is None:
+        raise OrderNotFound(order_id)
+    if if_none_match is not None and IfMatch.parse(if_none_match).weakly_matches(view.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": view.etag})
+    return order_response(view.order, view.etag, request)
 
 
 @router.patch(
@@ -173,4 +195,4 @@ async def change_status(
     """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
     condition = IfMatch.parse(if_match) if if_match is not None else None
     order = await service.cancel(order_id, if_match=condition)
-    return order_response(order, request)
+    return order_response(OrderRead.model_validate(order), order_etag(order), request)

@@ -12,7 +12,7 @@ from app.core.conditional import IfMatch, check_if_match, strong_etag
 from app.models import Order, OrderItem
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.repository import OrderRepository
-from app.orders.schemas import OrderCreate, OrderFilters
+from app.orders.schemas import OrderCreate
 from app.orders.status import OrderStatus, can_transition
 
 log = structlog.get_logger(__name__)
@@ -76,10 +76,6 @@ class OrderService:
         if order is None:
             raise OrderNotFound(order_id)
         return order
-
-    async def list_orders(self, filters: OrderFilters) -> tuple[list[Order], str | None]:
-        """A page of orders and the cursor of the next one."""
-        return await self.repository.list_page(filters)
 
     async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> Order:
         """Cancel an order if its life cycle allows it (the one change clients may make); with

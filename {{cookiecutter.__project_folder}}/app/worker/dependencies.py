@@ -21,8 +21,9 @@ async def get_task_session(
     fails here escapes it. The broker settles such a delivery as a failure all the same (retry
     with backoff, then the dead letters): see ``app.worker.delivery``.
     """
-    outbox = get_outbox(request)
-    async with get_sessionmaker(request)() as session:
+    outbox = await get_outbox(request)
+    factory = await get_sessionmaker(request)
+    async with factory() as session:
         outbox.attach(session)
         try:
             yield session

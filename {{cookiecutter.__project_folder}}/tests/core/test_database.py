@@ -5,9 +5,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.core.database import create_engine
+from app.core.database import Reader, create_engine
 from app.core.errors import Conflict
 from app.core.unit_of_work import SessionDep
 from app.settings import DatabaseSettings
@@ -80,3 +80,19 @@ async def test_connections_have_the_default_statement_and_lock_timeouts(database
     await engine.dispose()
 
     assert (statement_timeout, lock_timeout, application_name) == ("30s", "5s", "test")
+
+
+async def test_a_reader_runs_each_statement_in_a_transaction_of_its_own(
+    engine: AsyncEngine,
+) -> None:
+    # Autocommit: each statement is a transaction of its own (two ids), so no BEGIN or COMMIT
+    # round trips; a session's connection runs both in one transaction (one id).
+    transaction_id = text("SELECT pg_current_xact_id()::text")
+    async with Reader.on(engine).connect() as connection:
+        autocommit = {await connection.scalar(transaction_id) for _ in range(2)}
+    async with engine.connect() as connection:
+        transactional = {await connection.scalar(transaction_id) for _ in range(2)}
+        await connection.rollback()
+
+    assert len(autocommit) == 2
+    assert len(transactional) == 1
