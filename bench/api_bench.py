@@ -75,7 +75,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_DATABASE_URL = queue_bench.DEFAULT_DATABASE_URL
 DEFAULT_NATS_URL = queue_bench.DEFAULT_NATS_URL
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 HOST = "127.0.0.1"
 # Pending orders per PATCH run: the app's best rate so far times the run's seconds times this,
 # plus a margin; a pool that runs out shows as 409s (non-2xx), never silently.
@@ -434,14 +433,7 @@ async def server(
         progress(f"{name}: pid {process.pid}, http://{HOST}:{port}{prefix}")
         yield Server(name, prefix, port, process, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        await queue_bench.stop_group(process)
 
 
 async def wait_ready(name: str, process: Process, url: str, log: Path) -> None:

@@ -231,14 +231,19 @@ async def worker_process(settings: Settings, log: IO[bytes]) -> AsyncIterator[Pr
     try:
         yield process
     finally:
+        await stop_group(process)
+
+
+async def stop_group(process: Process) -> None:
+    """SIGTERM the process group (its graceful stop), SIGKILL it after STOP_TIMEOUT."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 def check_alive(process: Process) -> None:
