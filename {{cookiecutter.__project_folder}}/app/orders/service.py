@@ -70,13 +70,6 @@ class OrderService:
         log.info("order.created", order_id=str(order.id), total=str(order.total))
         return order
 
-    async def get(self, order_id: uuid.UUID) -> Order:
-        """The order with its items; ``OrderNotFound`` when there is none."""
-        order = await self.repository.get_with_items(order_id)
-        if order is None:
-            raise OrderNotFound(order_id)
-        return order
-
     async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> Order:
         """Cancel an order if its life cycle allows it (the one change clients may make); with
         ``if_match``, only if the order is still the one the client saw.
