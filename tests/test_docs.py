@@ -35,6 +35,8 @@ EXTERNAL = frozenset(
         "application/problem+json",  # a media type
         ".devdata/",  # created by `just dev`, git-ignored
         "TaskIQ",  # the project's name, as its docs spell it
+        "model_validate_json",  # pydantic's, named by the house rules for reads
+        "model_dump_json()",
     }
 )
 PACKAGES = ("app", "devtools", "tests", "migrations")

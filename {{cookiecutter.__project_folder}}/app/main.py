@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await connecting
                 await broker.shutdown()
+            # The rows of the tasks published last are deleted before the pool closes.
+            await outbox.settle()
             await engine.dispose()
 
     project = ProjectInfo.read()

@@ -65,7 +65,8 @@ class DecimalFormat:
 
     Accepted as a JSON string of exactly that form (``"9.50"``; no sign, exponent, blanks or
     bare point) or as a JSON number within bounds and a multiple of the smallest unit. The schema
-    states both forms with those bounds.
+    states both forms with those bounds. The value has the scale of the column: ``"9.5"`` is
+    ``Decimal("9.50")``.
     """
 
     whole_digits: int
@@ -98,13 +99,21 @@ class DecimalFormat:
     ) -> core_schema.CoreSchema:
         return core_schema.no_info_before_validator_function(
             self._check_form,
-            core_schema.decimal_schema(
-                ge=Decimal(0),
-                le=self.maximum,
-                decimal_places=self.decimal_places,
-                allow_inf_nan=False,
+            core_schema.no_info_after_validator_function(
+                self._to_scale,
+                core_schema.decimal_schema(
+                    ge=Decimal(0),
+                    le=self.maximum,
+                    decimal_places=self.decimal_places,
+                    allow_inf_nan=False,
+                ),
             ),
         )
+
+    def _to_scale(self, value: Decimal) -> Decimal:
+        # "9.5" and 9.5 become 9.50, as the column stores them: what a write answers is what a
+        # read returns. Exact: the value has no more decimal places than that.
+        return value.quantize(Decimal(10) ** -self.decimal_places)
 
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler

@@ -119,12 +119,9 @@ async def create_order(
     """Record a new order; it starts as pending and is processed in the background."""
     if (replayed := await idempotency.replay(body.model_dump_json().encode())) is not None:
         return replayed
-    order = await service.create(body)
+    created = await service.create(body)
     response = order_response(
-        OrderRead.model_validate(order),
-        order_etag(order),
-        request,
-        status_code=status.HTTP_201_CREATED,
+        created.order, created.etag, request, status_code=status.HTTP_201_CREATED
     )
     response.headers["Location"] = response.headers["Content-Location"]
     await idempotency.remember(response)

@@ -1,5 +1,6 @@
 """What clients send and receive for orders."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -129,3 +130,11 @@ class OrderFilters(BaseModel):
         description="Where the page starts: the `next_cursor` of the previous page; omit it for "
         "the first page. Cursors are opaque.",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order as a response shows it, and its entity tag (for ``ETag``)."""
+
+    order: OrderRead
+    etag: str

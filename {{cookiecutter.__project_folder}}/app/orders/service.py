@@ -9,10 +9,10 @@ from typing import Protocol
 import structlog
 
 from app.core.conditional import IfMatch, check_if_match, strong_etag
-from app.models import Order, OrderItem
+from app.models import Order
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.repository import OrderRepository
-from app.orders.schemas import OrderCreate
+from app.orders.schemas import OrderCreate, OrderItemRead, OrderRead, OrderView
 from app.orders.status import OrderStatus, can_transition
 
 log = structlog.get_logger(__name__)
@@ -49,26 +49,29 @@ class OrderService:
         self.repository = repository
         self.tasks = tasks
 
-    async def create(self, data: OrderCreate) -> Order:
-        """Record a new pending order."""
-        order = Order(
+    async def create(self, data: OrderCreate) -> OrderView:
+        """Record a new pending order and ask for its processing."""
+        order_id = uuid.uuid4()
+        total = data.total
+        stored = await self.repository.insert(
+            order_id,
+            customer_email=data.customer_email,
+            total=total,
+            items=[(item.sku, item.quantity, item.unit_price) for item in data.items],
+        )
+        await self.tasks.process(order_id)
+        log.info("order.created", order_id=str(order_id), total=str(total))
+        order = OrderRead(
+            id=order_id,
             customer_email=data.customer_email,
             status=OrderStatus.PENDING,
-            total=data.total,
-            items=[
-                OrderItem(
-                    position=position,
-                    sku=item.sku,
-                    quantity=item.quantity,
-                    unit_price=item.unit_price,
-                )
-                for position, item in enumerate(data.items)
-            ],
+            items=[OrderItemRead.model_validate(item, from_attributes=True) for item in data.items],
+            total=total,
+            failure_reason=None,
+            created_at=stored["created_at"],
+            updated_at=stored["updated_at"],
         )
-        await self.repository.add(order)
-        await self.tasks.process(order.id)
-        log.info("order.created", order_id=str(order.id), total=str(order.total))
-        return order
+        return OrderView(order, strong_etag(str(stored["version"])))
 
     async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> Order:
         """Cancel an order if its life cycle allows it (the one change clients may make); with

@@ -9,11 +9,16 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from nats.js.errors import NotFoundError
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.core.errors import Conflict
-from app.core.outbox import Outbox, OutboxMessage, enqueue
+from app.core.outbox import _DELETE_PUBLISHED, Outbox, OutboxMessage, enqueue
 from app.core.unit_of_work import SessionDep
 from app.main import create_app
 from app.settings import OutboxSettings, Settings
@@ -72,9 +77,19 @@ def relay_now(sessionmaker: async_sessionmaker[AsyncSession], publisher: JetStre
 
 
 async def test_task_is_published_after_the_commit_under_its_id(
-    client: AsyncClient, queue: JetStreamBroker, session: AsyncSession
+    app: FastAPI,
+    client: AsyncClient,
+    queue: JetStreamBroker,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
+    outbox = app.state.outbox
+    assert isinstance(outbox, Outbox)
+    # Its background deletes run in the test's transaction too, where the row is visible.
+    outbox.sessionmaker = sessionmaker
     response = await client.post("/outbox/ok", headers={"X-Request-ID": "req-7"})
+    # Deleted off the request path: wait for it before the test uses the connection again.
+    await outbox.settle()
 
     assert response.status_code == 200
     assert await count(session, "outbox_probe") == 1
@@ -213,6 +228,68 @@ async def test_a_fixed_task_id_is_saved_once_and_published_once(
     assert await outbox.relay_once() == 1
 
     assert await queued(publisher) == 1
+
+
+async def test_published_rows_handed_in_together_are_deleted_by_one_statement(
+    connection: AsyncConnection,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+) -> None:
+    outbox = relay_now(sessionmaker, publisher)
+    outbox.attach(session)
+    ids = [
+        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), str(note))
+        for note in range(3)
+    ]
+    await session.commit()
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(connection.sync_connection, "before_cursor_execute", record)
+    try:
+        # Three requests publish before the deleting task gets to run: one DELETE for all.
+        for task_id in ids:
+            outbox.forget([task_id])
+        await outbox.settle()
+    finally:
+        event.remove(connection.sync_connection, "before_cursor_execute", record)
+
+    assert await outbox_rows(session) == []
+    assert [s for s in statements if s.lstrip().upper().startswith("DELETE")] == [
+        str(_DELETE_PUBLISHED.compile(dialect=connection.dialect))
+    ]
+
+
+async def test_a_failed_delete_leaves_the_rows_to_the_relay(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publisher: JetStreamBroker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = relay_now(sessionmaker, publisher)
+    writer.attach(session)
+    task_id = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "kept")
+    await session.commit()
+    unreachable = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    cut_off = Outbox(async_sessionmaker(unreachable), publisher, OutboxSettings(relay_min_age=0))
+
+    cut_off.forget([task_id])
+    await cut_off.settle()
+    await unreachable.dispose()
+
+    assert any(
+        isinstance(record.msg, dict) and record.msg.get("event") == "outbox.delete_failed"
+        for record in caplog.records
+    )
+    [row] = await outbox_rows(session)
+    assert row.id == task_id
+    assert await writer.relay_once() == 1, "the relay publishes it again (JetStream dedups)"
+    assert await outbox_rows(session) == []
 
 
 async def test_enqueue_outside_a_unit_of_work_is_refused(

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.outbox import Outbox
 from app.main import create_app
 from app.models import IdempotencyRecord, Order, OutboxMessage
 from app.settings import Settings
@@ -137,15 +139,19 @@ async def test_keys_expire_after_the_configured_time(
 
 
 @pytest.fixture
-async def api(fresh_queue: Settings) -> AsyncIterator[AsyncClient]:
-    """The API on the test's own queue (so its tasks can be counted), committing for real."""
-    async with lifespan_client(create_app(fresh_queue)) as client:
-        yield client
+async def api(fresh_queue: Settings) -> AsyncIterator[FastAPI]:
+    """The API on the test's own queue (so its tasks can be counted), committing for real;
+    ``app.state.client`` is an HTTP client for it."""
+    app = create_app(fresh_queue)
+    async with lifespan_client(app) as client:
+        app.state.client = client
+        yield app
 
 
 async def test_two_identical_requests_at_once_create_one_order_and_one_task(
-    api: AsyncClient, committed: async_sessionmaker[AsyncSession]
+    api: FastAPI, committed: async_sessionmaker[AsyncSession]
 ) -> None:
+    client: AsyncClient = api.state.client
     email = f"{uuid.uuid4().hex}@example.com"
     headers = {"Idempotency-Key": str(uuid.uuid4())}
 
@@ -154,7 +160,9 @@ async def test_two_identical_requests_at_once_create_one_order_and_one_task(
         # the other waits for the key. Both are then in flight at the same moment.
         await holder.execute(text("LOCK TABLE orders IN EXCLUSIVE MODE"))
         requests = [
-            asyncio.create_task(api.post("/api/v1/orders", json=new_order(email), headers=headers))
+            asyncio.create_task(
+                client.post("/api/v1/orders", json=new_order(email), headers=headers)
+            )
             for _ in range(2)
         ]
         await wait_for_lock_waiters(observer, "INSERT INTO idempotency_keys", count=1)
@@ -167,6 +175,10 @@ async def test_two_identical_requests_at_once_create_one_order_and_one_task(
     assert first.headers["location"] == second.headers["location"]
     replayed = [r.headers.get("idempotent-replayed") for r in (first, second)]
     assert sorted(replayed, key=str) == [None, "true"]
+    # The rows of published tasks are deleted in the background: wait for that first.
+    outbox = api.state.outbox
+    assert isinstance(outbox, Outbox)
+    await outbox.settle()
     async with committed() as check:
         assert await orders_of(check, email) == 1
         waiting = await check.scalar(

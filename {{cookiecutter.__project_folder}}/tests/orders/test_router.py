@@ -36,13 +36,16 @@ async def test_create_returns_the_pending_order_with_its_location(client: AsyncC
     assert body["updated_at"] >= body["created_at"]
 
 
-async def test_created_order_can_be_read_back(client: AsyncClient) -> None:
-    created = (await client.post("/api/v1/orders", json=NEW_ORDER)).json()
+@pytest.mark.parametrize("unit_price", ["9.50", "9.5", 9.5, 3])
+async def test_created_order_can_be_read_back(client: AsyncClient, unit_price: str | float) -> None:
+    order = NEW_ORDER | {"items": [{"sku": "A", "quantity": 3, "unit_price": unit_price}]}
+    created = (await client.post("/api/v1/orders", json=order)).json()
 
     response = await client.get(f"/api/v1/orders/{created['id']}")
 
     assert response.status_code == 200
     assert response.json() == created
+    assert created["items"][0]["unit_price"] == f"{Decimal(str(unit_price)):.2f}"
 
 
 async def test_create_refuses_a_unit_price_beyond_the_schema(
