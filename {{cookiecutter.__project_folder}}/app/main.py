@@ -52,8 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = database.create_engine(settings.database, application_name=settings.service_name)
         app.state.engine = engine
         app.state.sessionmaker = database.create_sessionmaker(engine)
-        app.state.reader = database.Reader.on(engine)
         app.state.database_gate = database.create_gate(settings.database)
+        app.state.reader = database.Reader.on(engine, app.state.database_gate)
         outbox = Outbox(app.state.sessionmaker, broker, settings.outbox)
         app.state.outbox = outbox
         app.state.readiness = ReadinessProbe(

@@ -2,9 +2,10 @@
 declarative base.
 
 The unit of work (a session that commits, then publishes its tasks) is in
-``app.core.unit_of_work``; requests that only read take a ``ReadConnectionDep`` instead."""
+``app.core.unit_of_work``; requests that only read take a ``ReaderDep`` instead."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -163,15 +164,26 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 class Reader:
     """Connections for requests that only read: in autocommit mode, so a read pays no BEGIN and
     COMMIT round trips (one statement always sees one snapshot; a read that needs several
-    statements to agree belongs in a unit of work)."""
+    statements to agree belongs in a unit of work).
 
-    def __init__(self, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
+    A read takes a connection for its statement only (``async with reader.connection()``), not
+    for the whole request: it is back in the pool while the response is serialized and sent.
+    Connections come through the gate in front of the pool (``create_gate``), like a unit of
+    work's.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
         self.connect = connect
+        self.gate = gate
 
     @classmethod
-    def on(cls, engine: AsyncEngine) -> "Reader":
+    def on(cls, engine: AsyncEngine, gate: asyncio.Semaphore | None = None) -> "Reader":
         """Read through ``engine``'s pool (the connections return to it in their usual mode)."""
-        return cls(engine.execution_options(isolation_level="AUTOCOMMIT").connect)
+        return cls(engine.execution_options(isolation_level="AUTOCOMMIT").connect, gate)
 
     @classmethod
     def within(cls, connection: AsyncConnection) -> "Reader":
@@ -183,14 +195,16 @@ class Reader:
 
         return cls(borrowed)
 
-
-async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection of the lifespan's ``Reader`` for the request (through the gate)."""
-    async with (
-        app_state(request, "database_gate", asyncio.Semaphore),
-        app_state(request, "reader", Reader).connect() as connection,
-    ):
-        yield connection
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read, through the gate."""
+        async with self.gate or contextlib.nullcontext(), self.connect() as connection:
+            yield connection
 
 
-ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection)]
+async def get_reader(request: Request) -> Reader:
+    """The lifespan's ``Reader``: routes that only read take it (``ReaderDep``)."""
+    return app_state(request, "reader", Reader)
+
+
+ReaderDep = Annotated[Reader, Depends(get_reader)]

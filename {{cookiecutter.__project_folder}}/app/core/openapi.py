@@ -26,7 +26,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
-from app.core.database import get_read_connection
+from app.core.database import get_reader
 from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -135,7 +135,7 @@ def _automatic_errors(route: APIRoute) -> Iterator[type[AppError]]:
     if _uses(route.dependant, get_session):
         writes = bool(route.methods and route.methods & WRITE_METHODS)
         yield from DATABASE_ERRORS if writes else DATABASE_READ_ERRORS
-    elif _uses(route.dependant, get_read_connection):
+    elif _uses(route.dependant, get_reader):
         yield from DATABASE_READ_ERRORS
     if route.body_field is not None:
         yield MalformedRequest

@@ -8,6 +8,7 @@ that text once, in pydantic's JSON parser. Writes go through ``OrderService`` an
 
 import uuid
 from datetime import datetime
+from functools import cache
 from typing import Annotated
 
 from fastapi import Depends
@@ -26,10 +27,9 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.conditional import strong_etag
-from app.core.database import ReadConnectionDep
+from app.core.database import Reader, ReaderDep
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Order, OrderItem
 from app.orders.schemas import OrderFilters, OrderRead, OrderView
@@ -91,19 +91,19 @@ _ORDER_JSON = cast(
 ).label("order")
 # Built once: composing the WHERE clause per request costs more than running the statement.
 _BY_ID = select(_ORDER_JSON, Order.version).where(Order.id == bindparam("order_id"))
-_PAGE = select(_ORDER_JSON)
+_PAGE: Select[str] = select(_ORDER_JSON)
 
 
 class OrderQueries:
-    """The reads of orders, on one read connection."""
+    """The reads of orders; each takes a read connection for its statement only."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
 
     async def get(self, order_id: uuid.UUID) -> OrderView | None:
         """The order with its items, or None."""
-        result = await self.connection.execute(_BY_ID, {"order_id": order_id})
-        row = result.one_or_none()
+        async with self.reader.connection() as connection:
+            row = (await connection.execute(_BY_ID, {"order_id": order_id})).one_or_none()
         if row is None:
             return None
         return OrderView(OrderRead.model_validate_json(row.order), strong_etag(str(row.version)))
@@ -111,16 +111,20 @@ class OrderQueries:
     async def page(self, filters: OrderFilters) -> tuple[list[OrderRead], str | None]:
         """Orders matching the filters, oldest first, and the cursor of the next page (keyset
         pagination on (created_at, id): pages never repeat or skip a row)."""
-        statement: Select[str] = _PAGE
+        params: dict[str, object] = {"limit": filters.limit + 1}
         if filters.status is not None:
-            statement = statement.where(Order.status == filters.status)
+            params["status"] = filters.status
         if filters.customer_email is not None:
-            statement = statement.where(Order.customer_email == filters.customer_email)
+            params["customer_email"] = filters.customer_email
         if filters.cursor is not None:
-            after = decode_cursor(filters.cursor)
-            statement = statement.where(tuple_(Order.created_at, Order.id) > tuple_(*after))
-        statement = statement.order_by(Order.created_at, Order.id).limit(filters.limit + 1)
-        found = (await self.connection.scalars(statement)).all()
+            params["after_created_at"], params["after_id"] = decode_cursor(filters.cursor)
+        statement = _page_statement(
+            by_status=filters.status is not None,
+            by_customer=filters.customer_email is not None,
+            after=filters.cursor is not None,
+        )
+        async with self.reader.connection() as connection:
+            found = (await connection.scalars(statement, params)).all()
         orders = [OrderRead.model_validate_json(order) for order in found[: filters.limit]]
         if len(found) <= filters.limit:
             return orders, None
@@ -128,9 +132,25 @@ class OrderQueries:
         return orders, encode_cursor(last.created_at, last.id)
 
 
-async def get_order_queries(connection: ReadConnectionDep) -> OrderQueries:
-    """The reads of orders on the request's read connection."""
-    return OrderQueries(connection)
+@cache
+def _page_statement(*, by_status: bool, by_customer: bool, after: bool) -> Select[str]:
+    """The page query for one combination of filters, built once (values are bound per call)."""
+    statement = _PAGE
+    if by_status:
+        statement = statement.where(Order.status == bindparam("status"))
+    if by_customer:
+        statement = statement.where(Order.customer_email == bindparam("customer_email"))
+    if after:
+        statement = statement.where(
+            tuple_(Order.created_at, Order.id)
+            > tuple_(bindparam("after_created_at"), bindparam("after_id"))
+        )
+    return statement.order_by(Order.created_at, Order.id).limit(bindparam("limit"))
+
+
+async def get_order_queries(reader: ReaderDep) -> OrderQueries:
+    """The reads of orders, through the lifespan's reader."""
+    return OrderQueries(reader)
 
 
 OrderQueriesDep = Annotated[OrderQueries, Depends(get_order_queries)]

@@ -1,5 +1,7 @@
 """The session dependency is the unit of work: commit on success, roll back on error."""
 
+import asyncio
+
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -88,7 +90,7 @@ async def test_a_reader_runs_each_statement_in_a_transaction_of_its_own(
     # Autocommit: each statement is a transaction of its own (two ids), so no BEGIN or COMMIT
     # round trips; a session's connection runs both in one transaction (one id).
     transaction_id = text("SELECT pg_current_xact_id()::text")
-    async with Reader.on(engine).connect() as connection:
+    async with Reader.on(engine).connection() as connection:
         autocommit = {await connection.scalar(transaction_id) for _ in range(2)}
     async with engine.connect() as connection:
         transactional = {await connection.scalar(transaction_id) for _ in range(2)}
@@ -96,3 +98,17 @@ async def test_a_reader_runs_each_statement_in_a_transaction_of_its_own(
 
     assert len(autocommit) == 2
     assert len(transactional) == 1
+
+
+async def test_a_read_gives_its_connection_back_before_the_request_ends(
+    engine: AsyncEngine,
+) -> None:
+    gate = asyncio.Semaphore(1)
+    reader = Reader.on(engine, gate)
+
+    async with reader.connection() as connection:
+        assert gate.locked(), "a read takes its connection through the gate"
+        assert await connection.scalar(text("SELECT 1")) == 1
+
+    assert not gate.locked()
+    assert "Checked out connections: 0" in engine.pool.status(), "back in the pool"

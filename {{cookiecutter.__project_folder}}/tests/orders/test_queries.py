@@ -3,6 +3,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.database import Reader
 from app.orders.queries import OrderQueries
 from app.orders.schemas import OrderFilters
 from app.orders.status import OrderStatus
@@ -10,7 +11,7 @@ from tests.orders.factories import make_order
 
 
 async def test_get_returns_none_for_an_unknown_id(connection: AsyncConnection) -> None:
-    assert await OrderQueries(connection).get(uuid.uuid4()) is None
+    assert await OrderQueries(Reader.within(connection)).get(uuid.uuid4()) is None
 
 
 async def test_get_reads_the_order_its_items_and_its_tag(
@@ -18,7 +19,7 @@ async def test_get_reads_the_order_its_items_and_its_tag(
 ) -> None:
     order = await make_order(session)
 
-    view = await OrderQueries(connection).get(order.id)
+    view = await OrderQueries(Reader.within(connection)).get(order.id)
 
     assert view is not None
     assert view.order.id == order.id
@@ -33,7 +34,7 @@ async def test_page_orders_by_creation_and_hands_out_a_cursor(
     session: AsyncSession, connection: AsyncConnection
 ) -> None:
     orders = [await make_order(session) for _ in range(3)]
-    queries = OrderQueries(connection)
+    queries = OrderQueries(Reader.within(connection))
 
     first, cursor = await queries.page(OrderFilters(limit=2))
     rest, last_cursor = await queries.page(OrderFilters(limit=2, cursor=cursor))
@@ -49,7 +50,9 @@ async def test_page_filters_by_status_and_keeps_the_scale_of_prices(
     await make_order(session)
     processing = await make_order(session, status=OrderStatus.PROCESSING)
 
-    page, _ = await OrderQueries(connection).page(OrderFilters(status=OrderStatus.PROCESSING))
+    page, _ = await OrderQueries(Reader.within(connection)).page(
+        OrderFilters(status=OrderStatus.PROCESSING)
+    )
 
     assert [o.id for o in page] == [processing.id]
     assert [str(item.unit_price) for item in page[0].items] == [
