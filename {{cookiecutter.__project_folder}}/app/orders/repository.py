@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import RowMapping, insert, select
+from sqlalchemy import RowMapping, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
 from app.core.database import Base
@@ -20,7 +21,27 @@ _ITEMS = Base.metadata.tables[OrderItem.__tablename__]
 _INSERT_ORDER = insert(_ORDERS).returning(
     _ORDERS.c.created_at, _ORDERS.c.updated_at, _ORDERS.c.version
 )
-_INSERT_ITEMS = insert(_ITEMS)
+# All items in one statement whatever their number: one array per column, unnested into rows
+# (numbered from 1 by WITH ORDINALITY). One execution, where an executemany costs one per row.
+_NEW_ITEMS = (
+    func.unnest(
+        bindparam("skus", type_=ARRAY(_ITEMS.c.sku.type)),
+        bindparam("quantities", type_=ARRAY(_ITEMS.c.quantity.type)),
+        bindparam("unit_prices", type_=ARRAY(_ITEMS.c.unit_price.type)),
+    )
+    .table_valued("sku", "quantity", "unit_price", with_ordinality="number")
+    .render_derived("item")
+)
+_INSERT_ITEMS = insert(_ITEMS).from_select(
+    ["order_id", "position", "sku", "quantity", "unit_price"],
+    select(
+        bindparam("order_id", type_=_ITEMS.c.order_id.type),
+        _NEW_ITEMS.c.number - 1,
+        _NEW_ITEMS.c.sku,
+        _NEW_ITEMS.c.quantity,
+        _NEW_ITEMS.c.unit_price,
+    ),
+)
 
 
 class OrderRepository(Repository[Order]):
@@ -54,18 +75,15 @@ class OrderRepository(Repository[Order]):
             },
         )
         stored = result.mappings().one()
+        skus, quantities, unit_prices = zip(*items, strict=True)
         await self.session.execute(
             _INSERT_ITEMS,
-            [
-                {
-                    "order_id": order_id,
-                    "position": position,
-                    "sku": sku,
-                    "quantity": quantity,
-                    "unit_price": unit_price,
-                }
-                for position, (sku, quantity, unit_price) in enumerate(items)
-            ],
+            {
+                "order_id": order_id,
+                "skus": list(skus),
+                "quantities": list(quantities),
+                "unit_prices": list(unit_prices),
+            },
         )
         return stored
 
