@@ -29,6 +29,7 @@ fails or is interrupted. Exit status 1 when a request failed (non-2xx or a socke
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -216,10 +217,22 @@ class Run:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    # CPU seconds the server process used during the run (None where /proc is missing).
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU time per answered request, in microseconds (nan if unknown).
+
+        Steadier than req/s on a shared machine: another process slows the server down, but
+        costs it little CPU time per request."""
+        if self.cpu_seconds is None or not self.requests:
+            return float("nan")
+        return self.cpu_seconds / self.requests * 1e6
 
 
 @dataclass(frozen=True)
@@ -562,6 +575,7 @@ async def measure_endpoint(
                 args=load.warmup_args,
                 seconds=options.warmup,
             )
+            cpu_before = cpu_seconds_of(app.process.pid)
             run = await wrk(
                 binary,
                 options,
@@ -570,6 +584,9 @@ async def measure_endpoint(
                 args=load.run_args,
                 seconds=options.duration,
             )
+            cpu_after = cpu_seconds_of(app.process.pid)
+            if cpu_before is not None and cpu_after is not None:
+                run = dataclasses.replace(run, cpu_seconds=cpu_after - cpu_before)
             if app.process.returncode is not None:
                 msg = f"{app.name} exited with status {app.process.returncode}:\n{tail(app.log)}"
                 raise RuntimeError(msg)
@@ -626,6 +643,16 @@ async def prepare_loads(
 # --- report ---------------------------------------------------------------------------------
 
 
+def cpu_seconds_of(pid: int) -> float | None:
+    """User plus system CPU time of a process so far, from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3 of proc(5), utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -657,14 +684,15 @@ def api_table(options: Options, measured: Measured) -> list[str]:
         "of the rounds, the ratio the median of the per-round ratios",
         "",
         "| path | template req/s | p50 ms | p99 ms | raw req/s | p50 ms | p99 ms "
-        "| ratio | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| ratio | target | CPU µs/req template | raw | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for endpoint in options.endpoints:
         template = measured.runs.get((endpoint.key, "template"), [])
         raw = measured.runs.get((endpoint.key, "raw"), [])
         ratios = [t.rate / r.rate for t, r in zip(template, raw, strict=True) if r.rate > 0]
         ratio = median(ratios)
+        cpu_ratios = [r.cpu_us / t.cpu_us for t, r in zip(template, raw, strict=True)]
         target = "-"
         if endpoint.target is not None:
             target = f">= {endpoint.target:.2f} {mark(ratio >= endpoint.target)}"
@@ -679,13 +707,16 @@ def api_table(options: Options, measured: Measured) -> list[str]:
             f"| {median([run.rate for run in raw]):,.0f} "
             f"| {median([run.p50_ms for run in raw]):.1f} "
             f"| {median([run.p99_ms for run in raw]):.1f} "
-            f"| {ratio:.2f} | {target} |"
+            f"| {ratio:.2f} | {target} "
+            f"| {median([run.cpu_us for run in template]):,.0f} "
+            f"| {median([run.cpu_us for run in raw]):,.0f} "
+            f"| {median(cpu_ratios):.2f} |"
         )
     return lines
 
 
 def rounds_detail(options: Options, measured: Measured) -> list[str]:
-    lines = ["", "Each round (req/s, p50 / p99 ms):"]
+    lines = ["", "Each round (req/s, p50 / p99 ms; server CPU per request):"]
     for endpoint in options.endpoints:
         template = measured.runs.get((endpoint.key, "template"), [])
         raw = measured.runs.get((endpoint.key, "raw"), [])
@@ -693,8 +724,8 @@ def rounds_detail(options: Options, measured: Measured) -> list[str]:
             ratio = t.rate / r.rate if r.rate > 0 else float("nan")
             lines.append(
                 f"  {endpoint.label}, round {number}: template {t.rate:,.0f} "
-                f"({t.p50_ms:.1f} / {t.p99_ms:.1f}), raw {r.rate:,.0f} "
-                f"({r.p50_ms:.1f} / {r.p99_ms:.1f}), ratio {ratio:.2f}"
+                f"({t.p50_ms:.1f} / {t.p99_ms:.1f}; {t.cpu_us:,.0f} µs CPU), raw {r.rate:,.0f} "
+                f"({r.p50_ms:.1f} / {r.p99_ms:.1f}; {r.cpu_us:,.0f} µs CPU), ratio {ratio:.2f}"
             )
     return lines
 
