@@ -297,7 +297,11 @@ async def test_an_exhausted_pool_is_a_503(settings: Settings) -> None:
     database = settings.database.model_copy(
         update={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.05}
     )
-    app = with_probe(create_app(settings.model_copy(update={"database": database})))
+    # No relay: woken when the queue connects, it could take the one connection first.
+    no_relay = OutboxSettings(relay_enabled=False)
+    app = with_probe(
+        create_app(settings.model_copy(update={"database": database, "outbox": no_relay}))
+    )
     async with lifespan_client(app) as client, app.state.engine.connect() as held:
         await held.execute(text("SELECT 1"))
 
