@@ -28,6 +28,8 @@ MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
         "Dockerfile",
         "compose.yaml",
         ".dockerignore",
+        # The Kubernetes manifests run the image the Dockerfile builds.
+        "deploy",
     ),
     ("ci", "github"): (".github",),
 }

@@ -136,7 +136,10 @@ class TestEveryAnswerSet:
 
         for path in files_of(project):
             if path.suffix in {".yaml", ".yml"}:
-                assert yaml.safe_load(path.read_text(encoding="utf-8")) is not None, path
+                # Kubernetes manifests hold several documents.
+                documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+                assert documents, path
+                assert all(document is not None for document in documents), path
             elif path.suffix == ".toml":
                 tomllib.loads(path.read_text(encoding="utf-8"))
         meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))

@@ -116,6 +116,17 @@ class OutboxSettings(BaseSettings):
     retry_max_delay: float = Field(default=60.0, gt=0, le=3600)
 
 
+class WorkerSettings(BaseSettings):
+    """Task workers (``WORKER_*``)."""
+
+    model_config = _config("WORKER_")
+
+    # Tasks one worker process runs at once. Default: as many as its connection pool serves
+    # without waiting, DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, less one for the outbox's
+    # background work; a larger value is refused (see Settings.worker_concurrency).
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+
+
 class IdempotencySettings(BaseSettings):
     """Idempotency keys of POST requests (``IDEMPOTENCY_*``)."""
 
@@ -153,6 +164,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -163,11 +175,39 @@ class Settings(BaseSettings):
         return self.nats.queue_prefix or f"{self.service_name}_{self.environment}"
 
     @property
+    def worker_connections(self) -> int:
+        """Connections a worker process's pool gives its tasks (a task holds one, its
+        ``TaskSession``): the pool, less the one the outbox's background work takes (the relay,
+        and the deletes of the rows of published tasks, one at a time); one at least."""
+        pool = self.database.pool_size + self.database.max_overflow
+        return max(pool - 1, 1)
+
+    @property
+    def worker_concurrency(self) -> int:
+        """Tasks one worker process runs at once: never more than its pool serves at once, so
+        a task never waits for a connection."""
+        return self.worker.concurrency or self.worker_connections
+
+    @property
     def log_format(self) -> Literal["console", "json"]:
         """JSON in production, readable console output elsewhere, unless ``LOG_FORMAT`` says."""
         if self.logging.format is not None:
             return self.logging.format
         return "json" if self.environment is Environment.PRODUCTION else "console"
+
+    @model_validator(mode="after")
+    def _worker_concurrency_fits_the_pool(self) -> Self:
+        connections = self.worker_connections
+        wanted = self.worker.concurrency
+        if wanted is not None and wanted > connections:
+            msg = (
+                f"WORKER_CONCURRENCY ({wanted}) exceeds the connections a worker's pool gives its "
+                f"tasks ({connections}: DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, less one for "
+                "the outbox); its tasks would wait for connections. Raise the pool or lower the "
+                "concurrency."
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _duplicate_window_covers_the_outbox(self) -> Self:

@@ -144,6 +144,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._published: list[str] = []
         self._deleting: asyncio.Task[None] | None = None
+        # The relay and the deletes take turns: the outbox's background work holds one
+        # connection at most (a worker's concurrency counts on it: Settings.worker_connections).
+        self._background = asyncio.Lock()
 
     def attach(self, session: AsyncSession) -> None:
         """Make ``session`` a unit of work whose tasks go through this outbox."""
@@ -192,7 +195,7 @@ class Outbox:
         while self._published:
             batch, self._published = self._published, []
             try:
-                async with self.sessionmaker() as session, session.begin():
+                async with self._background, self.sessionmaker() as session, session.begin():
                     await session.execute(_DELETE_PUBLISHED, {"ids": batch})
             except Exception as exc:  # noqa: BLE001 - the relay publishes them again, deduplicated
                 log.warning("outbox.delete_failed", count=len(batch), error=repr(exc))
@@ -234,7 +237,7 @@ class Outbox:
         """Publish one batch of rows the fast path missed; return how many were published."""
         settings = self.settings
         now = func.clock_timestamp()
-        async with self.sessionmaker() as session:
+        async with self._background, self.sessionmaker() as session:
             rows = list(
                 await session.scalars(
                     select(OutboxMessage)

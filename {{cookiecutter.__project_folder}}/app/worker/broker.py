@@ -15,6 +15,9 @@
 """
 
 import asyncio
+import contextlib
+import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
@@ -27,18 +30,30 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from taskiq import AckableMessage, AsyncBroker, BrokerMessage, TaskiqMessage, TaskiqMiddleware
+from starlette.requests import HTTPConnection, Request
+from taskiq import (
+    AckableMessage,
+    AsyncBroker,
+    BrokerMessage,
+    TaskiqEvents,
+    TaskiqMessage,
+    TaskiqMiddleware,
+    TaskiqState,
+)
 from taskiq.result import TaskiqResult
 
 from app.core.outbox import single_line
 from app.settings import Settings, get_settings
-from app.worker.delivery import Delivery
+from app.worker.delivery import AckBatch, Delivery
 from app.worker.middleware import TaskContextMiddleware
+from app.worker.pull import Puller
 from app.worker.queue import QueueConfig
 
 log = structlog.get_logger(__name__)
 
 MESSAGE_ID = "Nats-Msg-Id"
+# How long the ack of a finished task waits for others to go out with it.
+ACK_DELAY = 0.002
 
 
 class _DeliveryTracker(TaskiqMiddleware):
@@ -78,10 +93,13 @@ class JetStreamBroker(AsyncBroker):
         self._config: QueueConfig | None = None
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
-        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._puller: Puller | None = None
+        # Set whenever a delivery is settled: there is room for another one.
+        self._room: asyncio.Event | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         # The deliveries this process is handling, by task id.
         self.deliveries: dict[str, Delivery] = {}
+        self.acks = AckBatch(ACK_DELAY)
         self.add_middlewares(_DeliveryTracker(self))
 
     def configure(self, settings: Settings) -> None:
@@ -195,17 +213,28 @@ class JetStreamBroker(AsyncBroker):
         else:
             if (current.config.ack_wait, current.config.max_deliver) != (config.ack_wait, -1):
                 await self.jetstream.add_consumer(config.stream, consumer)  # updates it
-        self._subscription = await self.jetstream.pull_subscribe(
-            config.subject, durable=config.durable, stream=config.stream
+        assert self._client is not None  # noqa: S101 - startup connected it just before
+        self._puller = Puller(
+            self._client, stream=config.stream, durable=config.durable, timeout=config.pull_timeout
         )
+        await self._puller.start()
+        # Both belong to this event loop (a timer, an event): made anew by each startup.
+        self._room = asyncio.Event()
+        self.acks = AckBatch(ACK_DELAY)
 
     async def shutdown(self) -> None:
         await super().shutdown()
         for delivery in list(self.deliveries.values()):
             delivery.cancel()
+        await self.acks.flush()
+        if self._puller is not None:
+            # Arrived after the last pull: back to the queue at once, not after ack_wait.
+            for message in await self._puller.stop():
+                with contextlib.suppress(nats.errors.Error):
+                    await message.nak()
         if self._client is not None:
             await self._client.close()
-        self._client = self._js = self._subscription = None
+        self._client = self._js = self._puller = self._room = None
 
     async def ping(self) -> None:
         """Raise unless NATS is connected and the task stream answers."""
@@ -233,29 +262,52 @@ class JetStreamBroker(AsyncBroker):
         await self.publish(message.task_id, message.message, headers)
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage]:
-        """Pull one task at a time; a bounded wait keeps shutdown and reconnects prompt."""
-        if self._subscription is None:
+        """Take as many tasks as there is room for (``concurrency`` deliveries at once), in one
+        pull; wait for the next one when there are none; a bounded wait keeps shutdown and
+        reconnects prompt."""
+        if self._puller is None:
             msg = "only a worker process listens (taskiq worker)"
             raise RuntimeError(msg)
-        while True:
+        ready: deque[tuple[Msg, Delivery]] = deque()
+        try:
+            while True:
+                while not ready:
+                    await self._take(self._puller, ready)
+                message, delivery = ready.popleft()
+                yield AckableMessage(data=message.data, ack=delivery.settle)
+        finally:
+            # Taken but never handed to taskiq (shutdown): back to the queue at once.
+            for _, delivery in ready:
+                await delivery.release()
+
+    async def _take(self, puller: Puller, ready: deque[tuple[Msg, Delivery]]) -> None:
+        """Pull what there is room for into ``ready``; wait when there is no room or no task."""
+        config = self.config
+        room = config.concurrency - len(self.deliveries)
+        if room <= 0 and self._room is not None:
+            self._room.clear()
+            await self._room.wait()
+            return
+        # The acks waiting for their batch go out in the same write as the pull request.
+        await self.acks.flush()
+        try:
+            messages = await puller.pull(room)
+            if not messages:
+                messages = await puller.pull(1, wait=config.pull_timeout)
+        except nats.errors.Error as exc:
+            # Disconnected: nats-py reconnects by itself; ask again once it may have.
+            log.warning("queue.fetch_failed", error=repr(exc))
+            await asyncio.sleep(config.pull_timeout)
+            return
+        for message in messages:
             try:
-                messages = await self._subscription.fetch(1, timeout=self.config.pull_timeout)
-            except nats.errors.TimeoutError:
-                continue
+                delivery = await self._receive(message)
             except nats.errors.Error as exc:
-                # Disconnected: nats-py reconnects by itself; ask again once it may have.
-                log.warning("queue.fetch_failed", error=repr(exc))
-                await asyncio.sleep(self.config.pull_timeout)
+                # A NAK or dead letter that did not reach NATS: it redelivers the message.
+                log.warning("task.receive_failed", error=repr(exc))
                 continue
-            for message in messages:
-                try:
-                    delivery = await self._receive(message)
-                except nats.errors.Error as exc:
-                    # A NAK or dead letter that did not reach NATS: it redelivers the message.
-                    log.warning("task.receive_failed", error=repr(exc))
-                    continue
-                if delivery is not None:
-                    yield AckableMessage(data=message.data, ack=delivery.settle)
+            if delivery is not None:
+                ready.append((message, delivery))
 
     async def _receive(self, message: Msg) -> Delivery | None:
         """Check a delivery before taskiq runs it; settle it here when it must not run."""
@@ -301,6 +353,7 @@ class JetStreamBroker(AsyncBroker):
             config=config,
             dead_letter=self.dead_letter,
             on_settled=self._forget,
+            ack=self.acks.ack,
         )
         self.deliveries[parsed.task_id] = delivery
         return delivery
@@ -308,6 +361,8 @@ class JetStreamBroker(AsyncBroker):
     def _forget(self, delivery: Delivery) -> None:
         if self.deliveries.get(delivery.task_id) is delivery:
             del self.deliveries[delivery.task_id]
+        if self._room is not None:
+            self._room.set()
 
     async def dead_letter(self, message: Msg, reason: str, error: str) -> None:
         """Keep a task that will not be delivered again, with why, in the dead-letter stream;
@@ -335,6 +390,29 @@ class JetStreamBroker(AsyncBroker):
         log.error("task.dead_lettered", reason=reason, error=error, deliveries=deliveries)
 
 
+def _without_task_start_line(record: logging.LogRecord) -> bool:
+    """taskiq's "Executing task" line says what ``task.started`` says, with less context."""
+    return record.msg != "Executing task %s with ID: %s"
+
+
+async def _fastapi_dependencies_as_context(_state: TaskiqState) -> None:
+    """Give tasks taskiq-fastapi's Request as a ready value, not as an override.
+
+    taskiq-fastapi provides ``Request`` through ``dependency_overrides``, and taskiq rebuilds a
+    task's whole dependency graph (signatures, type hints) on every run while any override is
+    set. One Request in the dependency context resolves the same way, graph built once. Tasks
+    share it: they read the app's state through it (``request.app.state``); a task must not
+    keep anything of its own in ``request.state``.
+    """
+    overrides = broker.dependency_overrides
+    broker.add_dependency_context(
+        {kind: overrides.pop(kind)() for kind in (Request, HTTPConnection) if kind in overrides}
+    )
+
+
 broker = JetStreamBroker().with_middlewares(TaskContextMiddleware())
 # Workers run the FastAPI app's lifespan, so tasks share its dependencies (the session factory).
 taskiq_fastapi.init(broker, "app.main:create_app")
+# After taskiq-fastapi's handler, which sets the overrides.
+broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _fastapi_dependencies_as_context)
+logging.getLogger("taskiq.receiver.receiver").addFilter(_without_task_start_line)

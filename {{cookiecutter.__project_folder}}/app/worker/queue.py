@@ -25,6 +25,8 @@ class QueueConfig:
     task_timeout: float
     unknown_task_delay: float
     publish_timeout: float
+    # Deliveries one worker process holds at once (received, running or settling).
+    concurrency: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "QueueConfig":
@@ -49,6 +51,7 @@ class QueueConfig:
             task_timeout=nats.task_timeout,
             unknown_task_delay=nats.unknown_task_delay,
             publish_timeout=nats.publish_timeout,
+            concurrency=settings.worker_concurrency,
         )
 
     def retry_delay_after(self, attempt: int) -> float:

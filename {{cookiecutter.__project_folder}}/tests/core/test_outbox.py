@@ -1,6 +1,7 @@
 """The transactional outbox: a task is saved with the data of its unit of work, published after
 the commit, and published later by the relay whatever stopped the fast path."""
 
+import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from nats.js.errors import NotFoundError
-from sqlalchemy import event, func, select, text
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncSession,
@@ -25,6 +26,7 @@ from app.settings import OutboxSettings, Settings
 from app.worker.broker import MESSAGE_ID, JetStreamBroker, broker
 from devtools.embedded import free_port
 from tests.helpers import lifespan_client
+from tests.processes import wait_for
 from tests.worker import sample_tasks
 
 
@@ -290,6 +292,64 @@ async def test_a_failed_delete_leaves_the_rows_to_the_relay(
     assert row.id == task_id
     assert await writer.relay_once() == 1, "the relay publishes it again (JetStream dedups)"
     assert await outbox_rows(session) == []
+
+
+class HeldPublisher:
+    """A queue whose publish waits until the test lets it go."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.is_connected = True
+        self.publishing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:  # noqa: ARG002 - the protocol's signature
+        self.publishing.set()
+        await self.release.wait()
+
+
+async def test_the_relay_and_the_deletes_take_turns_on_one_connection(
+    database_url: str, publisher: JetStreamBroker, tmp_path: Path
+) -> None:
+    # One connection and no patience: a delete that wanted a second connection would fail.
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    held = HeldPublisher(f"{publisher.queue}.held")
+    outbox = Outbox(sessionmaker, held, OutboxSettings(relay_min_age=0))
+    try:
+        async with sessionmaker() as session:
+            outbox.attach(session)
+            relayed = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "r")
+            published = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "p")
+            await session.execute(delete(OutboxMessage).where(OutboxMessage.id == published))
+            # Published by another process's fast path: not the relay's (another queue).
+            session.add(
+                OutboxMessage(id=published, queue="elsewhere", task_name="t", body=b"", headers={})
+            )
+            await session.commit()
+        relay = asyncio.create_task(outbox.relay_once())
+        await held.publishing.wait()  # the relay holds the connection, publishing
+
+        outbox.forget([published])
+        # The delete waits for its turn, not for the pool (where it would fail in 0.2 s).
+        await wait_for(
+            lambda: len(getattr(outbox._background, "_waiters", None) or ()) == 1,
+            within=10,
+            what="the delete to wait for the relay",
+        )
+        held.release.set()
+        assert await relay == 1
+        await outbox.settle()
+
+        async with sessionmaker() as session:
+            left = set((await session.scalars(select(OutboxMessage.id))).all())
+        assert relayed not in left
+        assert published not in left, "the delete waited for the relay, then ran"
+    finally:
+        async with sessionmaker() as session:
+            await session.execute(delete(OutboxMessage))
+            await session.commit()
+        await engine.dispose()
 
 
 async def test_enqueue_outside_a_unit_of_work_is_refused(

@@ -21,18 +21,22 @@ FAULT_PARENT_TABLE = "fault_parent"
 MISSING_PARENT = 404
 
 
-def note(path: str, line: str) -> int:
-    """Append one line to the trace file (a single small write, so lines never interleave);
-    return how many lines it holds now."""
-    trace = Path(path)
-    with trace.open("a", encoding="utf-8") as file:
+def append(path: str, line: str) -> None:
+    """Append one line to the trace file (a single small write, so lines never interleave)."""
+    with Path(path).open("a", encoding="utf-8") as file:
         file.write(f"{line}\n")
-    return len(trace.read_text(encoding="utf-8").splitlines())
+
+
+def note(path: str, line: str) -> int:
+    """Append one line to the trace file; return how many lines it holds now."""
+    append(path, line)
+    return len(Path(path).read_text(encoding="utf-8").splitlines())
 
 
 @broker.task(task_name="tests.record")
 async def record(path: str, text: str) -> None:
-    note(path, text)
+    # Only appends: the queue benchmark runs thousands of these against one file.
+    append(path, text)
 
 
 @broker.task(task_name="tests.slow")
@@ -40,6 +44,16 @@ async def slow(path: str, key: str, seconds: float) -> None:
     note(path, f"start {key}")
     await asyncio.sleep(seconds)
     note(path, f"done {key}")
+
+
+@broker.task(task_name="tests.hold_connection")
+async def hold_connection(
+    path: str, key: str, seconds: float, session: AsyncSession = TaskSession
+) -> None:
+    """Hold a connection of the worker's pool for ``seconds``."""
+    append(path, f"start {key}")
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    append(path, f"done {key}")
 
 
 @broker.task(task_name="tests.explode")
