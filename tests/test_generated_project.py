@@ -24,6 +24,7 @@ import pytest
 
 from tests.answers import ANSWER_SETS
 from tests.conftest import project_env, render, run
+from tests.test_kubernetes import containers, kustomize, pod_specs
 
 # Services the "from environment" runs use: the machine's, unless the caller points elsewhere.
 SERVER_DATABASE_URL = os.environ.get(
@@ -365,3 +366,60 @@ def wait_until_ready(url: str, deadline_s: float = 30) -> tuple[int, str, dict[s
             last = exc
             time.sleep(0.1)  # polling the server's own readiness, not waiting for a guess
     pytest.fail(f"{url} never answered 200: {last!r}")
+
+
+# Every environment variable the service's settings read, those without a default, and the
+# defaults the worker's grace period must cover; printed as JSON by the render's interpreter.
+SETTINGS_NAMES = """
+import importlib, json, pathlib
+from pydantic_settings import BaseSettings
+from app.settings import Settings
+
+for path in sorted(pathlib.Path("app").glob("**/settings.py")):
+    importlib.import_module(".".join(path.with_suffix("").parts))
+names, required = set(), set()
+# Every settings class of the service: each reads its own prefix; nested ones are listed too.
+for model in BaseSettings.__subclasses__():
+    if not model.__module__.startswith("app."):
+        continue
+    prefix = model.model_config.get("env_prefix", "")
+    for field_name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseSettings):
+            continue
+        names.add((prefix + field_name).upper())
+        if field.is_required():
+            required.add((prefix + field_name).upper())
+defaults = Settings()
+print(json.dumps({
+    "names": sorted(names),
+    "required": sorted(required),
+    "task_timeout": defaults.nats.task_timeout,
+    "pull_timeout": defaults.nats.pull_timeout,
+}))
+"""
+
+
+@DEFAULTS
+def test_the_kubernetes_manifests_set_only_settings_the_service_reads(synced: Synced) -> None:
+    """Every variable the manifests set is a setting, every setting without a default is set,
+    and the workers' grace period covers the longest task and a pull."""
+    project = synced({})
+    found = json.loads(run(["uv", "run", "python", "-c", SETTINGS_NAMES], project).stdout)
+    settings = set(found["names"])
+    objects = kustomize(project / "deploy/k8s/overlays/example")
+
+    variables: set[str] = set()
+    for manifest in objects:
+        if manifest["kind"] in {"ConfigMap", "Secret"}:
+            variables |= set(manifest.get("data", {}))
+        for spec in pod_specs([manifest]).values():
+            for container in containers(spec):
+                variables |= {variable["name"] for variable in container.get("env", [])}
+
+    assert {"DATABASE_URL", "NATS_URL", "WORKER_CONCURRENCY"} <= settings, "settings were read"
+    assert sorted(variables - settings) == [], "variables no setting reads"
+    assert sorted(set(found["required"]) - variables) == [], "required settings left unset"
+    worker = next(spec for name, spec in pod_specs(objects).items() if name.endswith("-worker"))
+    longest = found["task_timeout"] + found["pull_timeout"]
+    assert worker["terminationGracePeriodSeconds"] > longest
