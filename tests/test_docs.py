@@ -37,6 +37,7 @@ EXTERNAL = frozenset(
         "TaskIQ",  # the project's name, as its docs spell it
         "model_validate_json",  # pydantic's, named by the house rules for reads
         "model_dump_json()",
+        "max_connections",  # PostgreSQL's setting
     }
 )
 PACKAGES = ("app", "devtools", "tests", "migrations")
