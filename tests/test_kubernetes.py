@@ -130,9 +130,8 @@ def test_the_processes_run_the_commands_and_probes_the_readme_gives(
     assert probe == ["python", "-m", "app.worker.probe"]
     [scheduler_container] = scheduler["spec"]["template"]["spec"]["containers"]
     assert scheduler_container["command"][:2] == ["taskiq", "scheduler"]
-    # One scheduler, never two during a rollout: each would send every scheduled task.
-    assert scheduler["spec"]["replicas"] == 1
-    assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+    # Two for availability: the schedule lease lets only one of them send.
+    assert scheduler["spec"]["replicas"] == 2
     [migrate_container] = migrate["spec"]["template"]["spec"]["containers"]
     assert migrate_container["command"] == ["alembic", "upgrade", "head"]
 

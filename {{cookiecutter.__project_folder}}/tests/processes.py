@@ -108,9 +108,13 @@ def start_worker(
     )
 
 
-def start_scheduler(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def start_scheduler(
+    env: Mapping[str, str], *, output: Path | None = None
+) -> subprocess.Popen[bytes]:
     """``taskiq scheduler`` as ``just scheduler`` runs it."""
-    return _start_taskiq("scheduler", "app.worker.scheduler:scheduler", ["--skip-first-run"], env)
+    return _start_taskiq(
+        "scheduler", "app.worker.scheduler:scheduler", ["--skip-first-run"], env, output=output
+    )
 
 
 def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[bytes]:
