@@ -6,6 +6,7 @@ of the scheduler's own: it is released when that connection ends, a killed sched
 included, and a standby takes it at its next tick.
 """
 
+import asyncio
 import hashlib
 
 import structlog
@@ -44,8 +45,14 @@ class ScheduleLease:
         self.key = key
         self._connection: AsyncConnection | None = None
         self._holding = False
+        # Tasks due at the same tick are sent concurrently: one check at a time, on one session.
+        self._checking = asyncio.Lock()
 
     async def held(self) -> bool:
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> bool:
         try:
             if self._connection is None:
                 # Autocommit: the session holds the lock, never an open transaction.
