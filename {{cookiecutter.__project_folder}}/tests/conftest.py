@@ -10,6 +10,7 @@ behaviour and leave nothing behind.
 """
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,8 @@ from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import JetStreamBroker, broker
 from devtools.embedded import embedded_nats, embedded_postgresql, env_or_none
 from tests.helpers import delete_streams, lifespan_client, throwaway_database
+from tests.processes import process_env, running, start_worker, wait_for
+from tests.worker.queue_state import joined
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,10 +116,12 @@ async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 
 def queue_settings(nats_url: str, prefix: str) -> NatsSettings:
-    """A queue of the test's own on the test NATS, with short timings for fast retries."""
+    """A queue of the test's own on the test NATS, with short timings for fast retries (and
+    for the tests where NATS is down: local servers answer within a second or never)."""
     return NatsSettings(
         url=nats_url,
         queue_prefix=prefix,
+        connect_timeout=1,
         ack_wait=2,
         max_deliver=3,
         retry_delay=0.2,
@@ -177,6 +182,82 @@ async def producer(fresh_queue: Settings) -> AsyncIterator[JetStreamBroker]:
     await broker.startup()
     yield broker
     await broker.shutdown()
+
+
+# The shared worker's default task timeout: longer than `overrun`'s own (0.3 s) and than the
+# sleep a test gives it, so only the task's own timeout can stop that one.
+SHARED_TASK_TIMEOUT = 1.0
+SHARED_UNKNOWN_TASK_DELAY = 0.2
+# Longer than the heartbeat's period (ack_wait / 3): JetStream takes an in-progress signal for a
+# NAKed message as one for a redelivery, so a heartbeat left running after a failure would hold
+# the retry back (the retry tests then time out). Every retry waits as long (no growth).
+SHARED_RETRY_DELAY = 0.8
+
+
+@pytest.fixture(scope="session")
+async def shared_queue(database_url: str, nats_url: str) -> AsyncIterator[Settings]:
+    """Settings of the queue the shared worker serves, deleted at the end of the run."""
+    prefix = f"test_{uuid.uuid4().hex[:10]}"
+    nats_settings = queue_settings(nats_url, prefix).model_copy(
+        update={
+            "task_timeout": SHARED_TASK_TIMEOUT,
+            "unknown_task_delay": SHARED_UNKNOWN_TASK_DELAY,
+            "retry_delay": SHARED_RETRY_DELAY,
+            "retry_max_delay": SHARED_RETRY_DELAY,
+        }
+    )
+    yield Settings(
+        environment=Environment.TEST,
+        database=DatabaseSettings(url=SecretStr(database_url), pool_size=2),
+        nats=nats_settings,
+    )
+    await delete_streams(nats_url, prefix)
+
+
+@pytest.fixture(scope="session")
+async def sender(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]:
+    """A producer on the shared queue (a broker of its own: tests may reconfigure the app's)."""
+    async with own_broker(shared_queue) as queue:
+        yield queue
+
+
+@pytest.fixture(scope="session")
+def shared_worker_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the shared worker's files."""
+    return tmp_path_factory.mktemp("shared-worker")
+
+
+@pytest.fixture(scope="session")
+def shared_worker_log(shared_worker_files: Path) -> Path:
+    """What the shared worker prints (its JSON log lines), appended as it runs."""
+    return shared_worker_files / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def shared_worker_ticks(shared_worker_files: Path) -> Path:
+    """Where the shared worker notes each run of the scheduled ``tests.tick``."""
+    return shared_worker_files / "ticks.txt"
+
+
+@pytest.fixture(scope="session")
+async def shared_worker(
+    shared_queue: Settings,
+    sender: JetStreamBroker,
+    shared_worker_log: Path,
+    shared_worker_ticks: Path,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """One real ``taskiq worker`` on the shared queue, for every test that needs a worker of the
+    usual kind and neither stops nor reconfigures it (a worker takes seconds to start).
+
+    Tests on it run one at a time (one pytest process), so each finds the queue as the one before
+    left it: settled, or about to be. Each one identifies what it sent (task ids, trace files of
+    its own) rather than counting everything in the queue.
+    """
+    env = process_env(shared_queue, TEST_TICK_FILE=str(shared_worker_ticks))
+    worker = start_worker(env, output=shared_worker_log)
+    with running(worker):
+        await wait_for(lambda: joined(sender), within=60, what="the shared worker to join")
+        yield worker
 
 
 @pytest.fixture

@@ -154,9 +154,14 @@ def forget(process: subprocess.Popen[bytes]) -> None:
 
 
 async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 60, what: str = "it"
+    condition: Callable[[], bool | Awaitable[bool]],
+    *,
+    within: float = 60,
+    what: str = "it",
+    every: float = 0.05,
 ) -> None:
-    """Poll a condition about other processes until it holds; fail after ``within`` seconds."""
+    """Poll a condition about other processes every ``every`` seconds until it holds; fail
+    after ``within`` seconds."""
     deadline = time.monotonic() + within
     while True:
         outcome = condition()
@@ -168,7 +173,7 @@ async def wait_for(
             msg = f"timed out after {within} s waiting for {what}"
             raise TimeoutError(msg)
         # Another process changes the state; there is no event to wait on, so poll it.
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 def task_runs(output: str) -> Counter[tuple[str, str]]:
@@ -187,10 +192,16 @@ def lines(path: Path) -> list[str]:
 
 @contextmanager
 def dev_stack(port: int, data_dir: Path, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``just dev`` with embedded servers keeping their data in ``data_dir``; Ctrl-C at the end."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "NATS_URL"}}
+    """``just dev`` with embedded servers keeping their data in ``data_dir``; Ctrl-C at the end.
+
+    One worker process instead of one per CPU: the stack starts up to three times in a run. Its
+    processes are not measured for coverage (that would make them half again as slow): the
+    processes of the other tests run the same code of the app.
+    """
+    unset = {"DATABASE_URL", "NATS_URL", "COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(extra_env)
-    command = [sys.executable, "-m", "devtools.dev", "--embedded", "--no-reload"]
+    command = [sys.executable, "-m", "devtools.dev", "--embedded", "--no-reload", "--workers", "1"]
     command += ["--port", str(port), "--nats-port", str(free_port()), "--data-dir", str(data_dir)]
     process = subprocess.Popen(  # noqa: S603 - fixed command
         command, cwd=PROJECT_ROOT, env=env, start_new_session=True

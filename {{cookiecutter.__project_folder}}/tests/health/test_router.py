@@ -28,7 +28,7 @@ async def test_ready_is_503_when_the_database_is_down(settings: Settings) -> Non
             "database": DatabaseSettings(
                 url=SecretStr(f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/nowhere")
             ),
-            "nats": NatsSettings(url=f"nats://127.0.0.1:{closed}"),
+            "nats": NatsSettings(url=f"nats://127.0.0.1:{closed}", connect_timeout=1),
         }
     )
     async with lifespan_client(create_app(broken)) as client:
@@ -43,7 +43,7 @@ async def test_ready_is_503_when_the_database_is_down(settings: Settings) -> Non
 
 async def test_nats_down_makes_the_api_degraded_not_unready(settings: Settings) -> None:
     broken = settings.model_copy(
-        update={"nats": NatsSettings(url=f"nats://127.0.0.1:{free_port()}")}
+        update={"nats": NatsSettings(url=f"nats://127.0.0.1:{free_port()}", connect_timeout=1)}
     )
     async with lifespan_client(create_app(broken)) as client:
         response = await client.get("/health/ready")

@@ -3,6 +3,7 @@
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from httpx import AsyncClient
@@ -15,13 +16,13 @@ from app.orders.status import OrderStatus
 from app.settings import Settings
 from tests.helpers import lifespan_client
 from tests.orders.factories import make_order
-from tests.processes import process_env, running, start_scheduler, start_worker, stop, wait_for
+from tests.processes import lines, process_env, running, start_scheduler, start_worker, wait_for
 
 
 @pytest.fixture
-async def api(fresh_queue: Settings) -> AsyncIterator[AsyncClient]:
-    """The API on the test's own queue, committing for real."""
-    async with lifespan_client(create_app(fresh_queue)) as client:
+async def api(shared_queue: Settings) -> AsyncIterator[AsyncClient]:
+    """The API on the shared worker's queue, committing for real."""
+    async with lifespan_client(create_app(shared_queue)) as client:
         yield client
 
 
@@ -37,27 +38,41 @@ def order_body(*skus: str) -> dict[str, object]:
     return {"customer_email": "ada@example.com", "items": items}
 
 
+@pytest.mark.usefixtures("shared_worker")
 async def test_created_order_is_completed_by_the_worker_with_the_request_id_in_its_logs(
-    api: AsyncClient, fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
+    api: AsyncClient, committed: async_sessionmaker[AsyncSession], shared_worker_log: Path
 ) -> None:
-    worker = start_worker(process_env(fresh_queue))
-    with running(worker):
-        response = await api.post(
-            "/api/v1/orders", json=order_body("BOOK-1"), headers={"X-Request-ID": "req-e2e"}
-        )
-        order_id = uuid.UUID(response.json()["id"])
+    response = await api.post(
+        "/api/v1/orders", json=order_body("BOOK-1"), headers={"X-Request-ID": "req-e2e"}
+    )
+    order_id = uuid.UUID(response.json()["id"])
 
-        await wait_for(
-            lambda: _is(committed, order_id, OrderStatus.COMPLETED), what="the order to complete"
-        )
-        output = stop(worker)
+    await wait_for(
+        lambda: _is(committed, order_id, OrderStatus.COMPLETED), what="the order to complete"
+    )
+    # The worker logs a task's end after its commit: wait for both lines of this order's tasks.
+    await wait_for(
+        lambda: (
+            {e["task_name"] for e in finished(shared_worker_log, order_id)}
+            >= {"orders.process", "orders.fulfil"}
+        ),
+        what="the worker to log both tasks",
+    )
 
-    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    finished = [e for e in events if e.get("event") == "task.finished"]
-    assert {e["task_name"] for e in finished} >= {"orders.process", "orders.fulfil"}
-    for event in finished:
+    for event in finished(shared_worker_log, order_id):
         assert event["request_id"] == "req-e2e"
         assert event["order_id"] == str(order_id)
+
+
+def finished(log: Path, order_id: uuid.UUID) -> list[dict[str, str]]:
+    """The worker's ``task.finished`` log lines of the order's tasks (the worker's log holds the
+    tasks of other tests too)."""
+    events = [json.loads(line) for line in lines(log) if line.startswith("{")]
+    return [
+        event
+        for event in events
+        if event.get("event") == "task.finished" and event.get("order_id") == str(order_id)
+    ]
 
 
 async def _is(
@@ -66,14 +81,14 @@ async def _is(
     return await status(factory, order_id) is wanted
 
 
+@pytest.mark.usefixtures("shared_worker")
 async def test_order_with_an_unavailable_item_ends_failed_with_a_reason(
-    api: AsyncClient, fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
+    api: AsyncClient, committed: async_sessionmaker[AsyncSession]
 ) -> None:
-    with running(start_worker(process_env(fresh_queue))):
-        response = await api.post("/api/v1/orders", json=order_body("BOOK-1", "UNAVAILABLE-2"))
-        order_id = uuid.UUID(response.json()["id"])
+    response = await api.post("/api/v1/orders", json=order_body("BOOK-1", "UNAVAILABLE-2"))
+    order_id = uuid.UUID(response.json()["id"])
 
-        await wait_for(lambda: _is(committed, order_id, OrderStatus.FAILED), what="the failure")
+    await wait_for(lambda: _is(committed, order_id, OrderStatus.FAILED), what="the failure")
 
     body = (await api.get(f"/api/v1/orders/{order_id}")).json()
     assert body["failure_reason"] == "Not available: UNAVAILABLE-2"

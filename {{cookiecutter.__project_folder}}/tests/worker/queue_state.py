@@ -9,22 +9,31 @@ from nats.js.errors import NotFoundError
 from app.worker.broker import JetStreamBroker
 
 
-async def dead_letters(broker: JetStreamBroker) -> list[tuple[dict[str, str], bytes]]:
-    """Every message in the dead-letter stream, with its headers."""
+async def dead_letters(
+    broker: JetStreamBroker, after: int = 0
+) -> list[tuple[dict[str, str], bytes]]:
+    """Every message in the dead-letter stream (past sequence ``after``), with its headers."""
     config = broker.config
     info = await broker.jetstream.stream_info(config.dead_letter_stream)
     if not info.state.messages:
         return []
     found = []
-    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+    for sequence in range(max(info.state.first_seq, after + 1), info.state.last_seq + 1):
         stored = await broker.jetstream.get_msg(config.dead_letter_stream, sequence)
         found.append((dict(stored.headers or {}), stored.data or b""))
     return found
 
 
-async def has_dead_letter(broker: JetStreamBroker) -> bool:
+async def last_dead_letter(broker: JetStreamBroker) -> int:
+    """The sequence of the newest dead letter (0: none yet): what a test on a shared queue passes
+    as ``after`` to see only the dead letters that came later."""
     info = await broker.jetstream.stream_info(broker.config.dead_letter_stream)
-    return info.state.messages > 0
+    return info.state.last_seq
+
+
+async def has_dead_letter(broker: JetStreamBroker, after: int = 0) -> bool:
+    """Whether a dead letter came after sequence ``after``."""
+    return await last_dead_letter(broker) > after
 
 
 async def dead_letter_of(broker: JetStreamBroker, task_id: str) -> dict[str, str] | None:

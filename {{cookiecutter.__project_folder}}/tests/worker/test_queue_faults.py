@@ -2,8 +2,9 @@
 PostgreSQL. Every fault ends in exactly one of: the task ran (and its unit of work committed),
 or it is in the dead letters with the reason; and nothing is left pending in NATS.
 
-Tests that need one worker of the usual kind share one, on a queue of this module's own (a
-worker takes seconds to start); tests that start and stop workers have a queue of their own.
+Tests that need one worker of the usual kind share the run's shared worker (``shared_worker``,
+tests/conftest.py: a worker takes seconds to start); tests that start and stop workers have a
+queue of their own.
 """
 
 import contextlib
@@ -15,16 +16,13 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from taskiq import TaskiqMessage
 from taskiq.kicker import AsyncKicker
 
-from app.settings import DatabaseSettings, Environment, Settings
+from app.settings import Settings
 from app.worker.broker import JetStreamBroker
-from tests.conftest import own_broker, queue_settings
-from tests.helpers import delete_streams
 from tests.processes import lines, process_env, running, start_worker, stop, wait_for
 from tests.worker import sample_tasks
 from tests.worker.queue_state import (
@@ -33,55 +31,8 @@ from tests.worker.queue_state import (
     dead_letters,
     delivered_up_to,
     has_dead_letter,
-    joined,
     settled,
 )
-
-# The shared worker's default task timeout: longer than `overrun`'s own (0.3 s) and than the
-# sleep a test gives it, so only the task's own timeout can stop that one.
-DEFAULT_TIMEOUT = 1.0
-UNKNOWN_TASK_DELAY = 0.2
-# Longer than the heartbeat's period (ack_wait / 3): JetStream takes an in-progress signal for a
-# NAKed message as one for a redelivery, so a heartbeat left running after a failure would hold
-# the retry back (the retry tests then time out). Every retry waits as long (no growth).
-RETRY_DELAY = 0.8
-
-
-@pytest.fixture(scope="module")
-async def shared_queue(database_url: str, nats_url: str) -> AsyncIterator[Settings]:
-    """Settings of this module's shared queue, deleted at the end."""
-    prefix = f"test_{uuid.uuid4().hex[:10]}"
-    nats_settings = queue_settings(nats_url, prefix).model_copy(
-        update={
-            "task_timeout": DEFAULT_TIMEOUT,
-            "unknown_task_delay": UNKNOWN_TASK_DELAY,
-            "retry_delay": RETRY_DELAY,
-            "retry_max_delay": RETRY_DELAY,
-        }
-    )
-    yield Settings(
-        environment=Environment.TEST,
-        database=DatabaseSettings(url=SecretStr(database_url), pool_size=2),
-        nats=nats_settings,
-    )
-    await delete_streams(nats_url, prefix)
-
-
-@pytest.fixture(scope="module")
-async def sender(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]:
-    """A producer on the shared queue (a broker of its own: tests may reconfigure the app's)."""
-    async with own_broker(shared_queue) as queue:
-        yield queue
-
-
-@pytest.fixture(scope="module")
-async def shared_worker(
-    shared_queue: Settings, sender: JetStreamBroker
-) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """One worker for the tests that need one, running until the end of the module."""
-    with running(start_worker(process_env(shared_queue))) as worker:
-        await wait_for(lambda: joined(sender), within=60, what="the worker to join")
-        yield worker
 
 
 @pytest.fixture
@@ -244,8 +195,9 @@ async def test_task_no_worker_ever_knows_is_dead_lettered(sender: JetStreamBroke
 async def test_task_no_worker_knows_yet_runs_once_a_worker_knows_it(
     producer: JetStreamBroker, fresh_queue: Settings, trace: Path, tmp_path: Path
 ) -> None:
-    # Long enough for the old worker to stop before it sees the task again.
-    env = process_env(fresh_queue, NATS_UNKNOWN_TASK_DELAY="8")
+    # Long enough for the old worker to stop before it sees the task again (an idle worker
+    # stops within a second or two: its pull times out, then its supervisor notices).
+    env = process_env(fresh_queue, NATS_UNKNOWN_TASK_DELAY="4")
     log = tmp_path / "old-worker.log"
     old = start_worker(env, output=log)
     with running(old):
@@ -283,11 +235,15 @@ async def test_task_that_kills_its_worker_each_time_is_dead_lettered_by_the_next
     trace: Path,
     shared_worker: subprocess.Popen[bytes],
 ) -> None:
-    env = process_env(fresh_queue)
+    # The shortest ack_wait: nothing here runs long enough to need a heartbeat.
+    quick = fresh_queue.model_copy(
+        update={"nats": fresh_queue.nats.model_copy(update={"ack_wait": 1})}
+    )
+    env = process_env(quick)
     await sample_tasks.kill_worker.kiq(str(trace))
 
     for attempt in range(1, fresh_queue.nats.max_deliver + 1):
-        # NATS delivers it again ack_wait after the crash: by then the next worker is up.
+        # NATS delivers it again ack_wait after the crash, to the next worker once it is up.
         worker = await run_until_it_dies(env)
         # The task killed its worker's process group, supervisor included (so taskiq restarted
         # nothing), and nothing outside it: this test and another worker run on.

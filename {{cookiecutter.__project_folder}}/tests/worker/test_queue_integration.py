@@ -2,13 +2,14 @@
 
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
 
 from app.settings import Settings
-from app.worker.broker import JetStreamBroker
+from app.worker.broker import JetStreamBroker, broker
 from devtools.embedded import embedded_nats, free_port
 from tests.processes import (
     lines,
@@ -20,29 +21,38 @@ from tests.processes import (
     wait_for,
 )
 from tests.worker import sample_tasks
-from tests.worker.queue_state import dead_letters, has_dead_letter
+from tests.worker.queue_state import dead_letters, has_dead_letter, last_dead_letter, settled
 
 
-@pytest.mark.usefixtures("producer")
-async def test_worker_runs_a_task_sent_by_the_api_process(
-    fresh_queue: Settings, trace: Path
-) -> None:
-    with running(start_worker(process_env(fresh_queue))):
-        await sample_tasks.record.kiq(str(trace), "hello")
+@pytest.fixture
+async def app_producer(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]:
+    """The app's broker connected as a producer to the shared worker's queue."""
+    broker.configure(shared_queue)
+    await broker.startup()
+    yield broker
+    await broker.shutdown()
 
-        await wait_for(lambda: lines(trace) == ["hello"], what="the task to run")
+
+@pytest.mark.usefixtures("shared_worker", "app_producer")
+async def test_worker_runs_a_task_sent_by_the_api_process(trace: Path) -> None:
+    # The app's own broker, as the API process sends tasks, on the shared worker's queue.
+    await sample_tasks.record.kiq(str(trace), "hello")
+
+    await wait_for(lambda: lines(trace) == ["hello"], what="the task to run")
 
 
+@pytest.mark.usefixtures("shared_worker")
 async def test_failing_task_is_retried_then_dead_lettered(
-    producer: JetStreamBroker, fresh_queue: Settings, trace: Path
+    sender: JetStreamBroker, trace: Path
 ) -> None:
-    with running(start_worker(process_env(fresh_queue))):
-        sent = await sample_tasks.explode.kiq(str(trace))
+    before = await last_dead_letter(sender)
+    sent = await sample_tasks.explode.kicker().with_broker(sender).kiq(str(trace))
 
-        await wait_for(lambda: len(lines(trace)) == 3, what="three attempts")
-        await wait_for(lambda: has_dead_letter(producer), what="the dead letter")
+    await wait_for(lambda: len(lines(trace)) == 3, what="three attempts")
+    await wait_for(lambda: has_dead_letter(sender, after=before), what="the dead letter")
+    await wait_for(lambda: settled(sender), what="the task to be settled")
 
-    [(headers, body)] = await dead_letters(producer)
+    [(headers, body)] = await dead_letters(sender, after=before)
     assert headers["Dead-Letter-Reason"] == "failed"
     assert headers["Dead-Letter-Deliveries"] == "3"
     assert "ValueError: this task always fails" in headers["Dead-Letter-Error"]
@@ -50,13 +60,17 @@ async def test_failing_task_is_retried_then_dead_lettered(
     assert len(lines(trace)) == 3, "no attempt after the last one"
 
 
-@pytest.mark.usefixtures("producer")
-async def test_task_longer_than_ack_wait_runs_once(fresh_queue: Settings, trace: Path) -> None:
-    seconds = fresh_queue.nats.ack_wait * 2.5
-    with running(start_worker(process_env(fresh_queue))):
-        await sample_tasks.slow.kiq(str(trace), "long", seconds)
+@pytest.mark.usefixtures("shared_worker")
+async def test_task_longer_than_ack_wait_runs_once(
+    sender: JetStreamBroker, shared_queue: Settings, trace: Path
+) -> None:
+    seconds = shared_queue.nats.ack_wait * 2.5
+    # A timeout of its own: the shared worker's default one is shorter than this task.
+    kicker = sample_tasks.slow.kicker().with_broker(sender).with_labels(timeout=seconds * 4)
+    await kicker.kiq(str(trace), "long", seconds)
 
-        await wait_for(lambda: "done long" in lines(trace), within=60, what="the long task")
+    await wait_for(lambda: "done long" in lines(trace), within=60, what="the long task")
+    await wait_for(lambda: settled(sender), what="the task to be acked")
 
     assert lines(trace) == ["start long", "done long"], "the heartbeat must prevent a second run"
 
@@ -146,14 +160,19 @@ async def test_worker_recovers_after_a_nats_restart(
             await sender.shutdown()
 
 
-async def test_scheduler_sends_scheduled_tasks(fresh_queue: Settings, trace: Path) -> None:
-    env = process_env(fresh_queue, TEST_TICK_FILE=str(trace))
-    scheduler = start_scheduler(env)
-    with running(start_worker(env)), running(scheduler):
-        await wait_for(lambda: len(lines(trace)) >= 2, within=60, what="two ticks")
+@pytest.mark.usefixtures("shared_worker")
+async def test_scheduler_sends_scheduled_tasks(
+    shared_queue: Settings, shared_worker_ticks: Path
+) -> None:
+    before = len(lines(shared_worker_ticks))
+    scheduler = start_scheduler(process_env(shared_queue))
+    with running(scheduler):
+        await wait_for(
+            lambda: len(lines(shared_worker_ticks)) >= before + 2, within=60, what="two ticks"
+        )
         output = stop(scheduler, signal.SIGTERM, timeout=10)
 
-    assert set(lines(trace)) == {"tick"}
+    assert set(lines(shared_worker_ticks)[before:]) == {"tick"}
     # The scheduler holds no work in flight: it may simply die of the signal, but promptly
     # (stop() would have had to SIGKILL it otherwise).
     assert scheduler.returncode in {0, -signal.SIGTERM}, output
