@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from asyncio.subprocess import Process
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -99,6 +100,8 @@ class WorkerLog:
     lines: int = 0
     not_json: int = 0
     warnings: int = 0
+    # The events of those lines, and how often each came.
+    warning_events: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -222,8 +225,12 @@ async def worker_process(settings: Settings, log: IO[bytes]) -> AsyncIterator[Pr
         sys.executable,
         *WORKER_COMMAND,
         cwd=Path.cwd(),
-        # The integration tests' worker environment, with the benchmark's own environment name.
-        env=process_env(settings, ENVIRONMENT=settings.environment.value),
+        # The integration tests' worker environment, with the benchmark's own environment name,
+        # and no relay: the database need not be migrated (the test task uses none), and a
+        # relay would only report the missing outbox table.
+        env=process_env(
+            settings, ENVIRONMENT=settings.environment.value, OUTBOX_RELAY_ENABLED="false"
+        ),
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
@@ -332,6 +339,7 @@ def read_worker_log(path: Path) -> WorkerLog:
             continue
         if isinstance(event, dict) and event.get("level") not in {"debug", "info"}:
             found.warnings += 1
+            found.warning_events[str(event.get("event"))[:80]] += 1
     return found
 
 
@@ -402,6 +410,7 @@ def report(results: Results, count: int) -> str:
     lines.append(
         f"worker output: {log.lines} lines, {log.not_json} not JSON, "
         f"{log.warnings} JSON lines at warning or above"
+        + "".join(f"\n  {count} x {name}" for name, count in log.warning_events.most_common())
     )
     return "\n".join(lines) + "\n"
 
