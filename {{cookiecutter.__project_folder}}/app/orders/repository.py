@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import RowMapping, bindparam, func, insert, select
+from sqlalchemy import RowMapping, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
@@ -41,6 +41,24 @@ _INSERT_ITEMS = insert(_ITEMS).from_select(
         _NEW_ITEMS.c.quantity,
         _NEW_ITEMS.c.unit_price,
     ),
+)
+
+
+# A status change under a row lock, in Core: the lock reads what the rules need, the update
+# sets the status and increments the version (the ETag) as the ORM's version counter does.
+_LOCK = (
+    select(_ORDERS.c.status, _ORDERS.c.version)
+    .where(_ORDERS.c.id == bindparam("order_id"))
+    .with_for_update()
+)
+_SET_STATUS = (
+    update(_ORDERS)
+    .where(_ORDERS.c.id == bindparam("order_id"))
+    .values(
+        status=bindparam("new_status"),
+        version=_ORDERS.c.version + 1,
+        updated_at=func.clock_timestamp(),
+    )
 )
 
 
@@ -86,6 +104,15 @@ class OrderRepository(Repository[Order]):
             },
         )
         return stored
+
+    async def lock_status(self, order_id: uuid.UUID) -> tuple[OrderStatus, int] | None:
+        """Lock the order's row until the transaction ends; its status and version, or None."""
+        row = (await self.session.execute(_LOCK, {"order_id": order_id})).one_or_none()
+        return None if row is None else (OrderStatus(row.status), row.version)
+
+    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> None:
+        """Set the status of a locked order (and count a new version)."""
+        await self.session.execute(_SET_STATUS, {"order_id": order_id, "new_status": status})
 
     async def stale(
         self, status: OrderStatus, *, before: datetime, limit: int = 500

@@ -17,7 +17,6 @@ from app.orders.dependencies import OrderServiceDep
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.queries import OrderQueriesDep
 from app.orders.schemas import OrderCreate, OrderFilters, OrderRead, StatusChange
-from app.orders.service import order_etag
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -191,5 +190,5 @@ async def change_status(
 ) -> Response:
     """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
     condition = IfMatch.parse(if_match) if if_match is not None else None
-    order = await service.cancel(order_id, if_match=condition)
-    return order_response(OrderRead.model_validate(order), order_etag(order), request)
+    view = await service.cancel(order_id, if_match=condition)
+    return order_response(view.order, view.etag, request)

@@ -9,8 +9,9 @@ from typing import Protocol
 import structlog
 
 from app.core.conditional import IfMatch, check_if_match, strong_etag
-from app.models import Order
+from app.core.database import Reader
 from app.orders.exceptions import InvalidTransition, OrderNotFound
+from app.orders.queries import OrderQueries
 from app.orders.repository import OrderRepository
 from app.orders.schemas import OrderCreate, OrderItemRead, OrderRead, OrderView
 from app.orders.status import OrderStatus, can_transition
@@ -30,11 +31,6 @@ class OrderTasks(Protocol):
     async def process(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
 
     async def fulfil(self, order_id: uuid.UUID, *, again: bool = False) -> None: ...
-
-
-def order_etag(order: Order) -> str:
-    """The order's entity tag: its version, which every update of the row increments."""
-    return strong_etag(str(order.version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +69,7 @@ class OrderService:
         )
         return OrderView(order, strong_etag(str(stored["version"])))
 
-    async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> Order:
+    async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> OrderView:
         """Cancel an order if its life cycle allows it (the one change clients may make); with
         ``if_match``, only if the order is still the one the client saw.
 
@@ -81,17 +77,21 @@ class OrderService:
         cancel, the worker's fulfilment) is applied before or after this one, never in between,
         and the entity tag and the status are judged after any change committed before.
         """
-        order = await self.repository.get_with_items(order_id, for_update=True)
-        if order is None:
+        locked = await self.repository.lock_status(order_id)
+        if locked is None:
             raise OrderNotFound(order_id)
-        check_if_match(if_match, order_etag(order))
-        if not can_transition(order.status, OrderStatus.CANCELLED):
-            raise InvalidTransition(order.status, OrderStatus.CANCELLED)
-        previous = order.status
-        order.status = OrderStatus.CANCELLED
-        await self.repository.session.flush()
-        log.info("order.status_changed", order_id=str(order_id), old=previous, new=order.status)
-        return order
+        previous, version = locked
+        check_if_match(if_match, strong_etag(str(version)))
+        if not can_transition(previous, OrderStatus.CANCELLED):
+            raise InvalidTransition(previous, OrderStatus.CANCELLED)
+        await self.repository.set_status(order_id, OrderStatus.CANCELLED)
+        log.info("order.status_changed", order_id=str(order_id), old=previous, new="cancelled")
+        # The order as this transaction now sees it, read like any other read.
+        connection = await self.repository.session.connection()
+        view = await OrderQueries(Reader.within(connection)).get(order_id)
+        if view is None:  # pragma: no cover - the row is locked by this transaction
+            raise OrderNotFound(order_id)
+        return view
 
     async def start_processing(self, order_id: uuid.UUID) -> None:
         """Move a pending order to processing and ask for its fulfilment; idempotent."""
