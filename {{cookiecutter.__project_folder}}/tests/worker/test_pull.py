@@ -134,7 +134,10 @@ async def test_pull_nobody_answers_ends_after_its_timeout(consumer: Consumer) ->
     await orphan.start()
     started = time.monotonic()
     try:
-        assert await orphan.pull(5) == []
+        # Servers before 2.10 never answer a pull for a consumer that is gone; later ones answer
+        # 503 (no responders), which the puller reports as refused. Either way, promptly.
+        with contextlib.suppress(PullRefusedError):
+            assert await orphan.pull(5) == []
     finally:
         await orphan.stop()
 
