@@ -8,11 +8,14 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The only line rendered by the template: everything else derives from it.
 SERVICE_NAME = "{{ cookiecutter.__snake_name }}"
+
+# An nkey seed of a NATS user: 58 characters starting "SU".
+NKEY_SEED_LENGTH = 58
 
 
 class Environment(StrEnum):
@@ -70,6 +73,8 @@ class NatsSettings(BaseSettings):
 
     model_config = _config("NATS_")
 
+    # One server, or several of one cluster separated by commas: a client connects to any of them
+    # (and to the others the cluster announces) and moves to another when its server goes away.
     url: str = "nats://127.0.0.1:4222"
     connect_timeout: int = Field(default=2, ge=1, le=60)
     # Stream, subject and consumer names start with this; default: "<service>_<environment>", so
@@ -97,6 +102,98 @@ class NatsSettings(BaseSettings):
     unknown_task_delay: float = Field(default=60.0, gt=0, le=3600)
     # How long a publish waits for JetStream's acknowledgement.
     publish_timeout: float = Field(default=2.0, gt=0, le=60)
+    # Copies of the task and dead-letter streams (and of the consumer) a cluster keeps: 3 survives
+    # the loss of one server; 1 on a single server. An existing stream is scaled to this.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Deliveries the consumer lets all workers hold at once (received, running, settling, or held
+    # by a worker that died, until ack_wait). Each worker process holds WORKER_CONCURRENCY at
+    # most: the default leaves room for 100 processes of 10; past it, workers wait for room.
+    max_ack_pending: int = Field(default=1000, ge=1, le=1_000_000)
+    # Pull requests the consumer keeps waiting at once: a worker process has one outstanding,
+    # plus one it gave up on until it expires (pull_timeout). 512, the server's own default,
+    # fits 256 worker processes. JetStream cannot change it on an existing consumer (see README).
+    max_waiting: int = Field(default=512, ge=1, le=100_000)
+    # Credentials, one way at most: a creds file (JWT and nkey seed, from `nsc`), an nkey seed,
+    # a user and password, or a token. Credentials in the URL count as user/password or token.
+    creds_file: FilePath | None = None
+    nkey_seed: SecretStr | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    # TLS: the CA that signed the servers' certificates (default: the system's), and a client
+    # certificate with its key for servers that verify clients (both or neither). TLS is used
+    # when the server requires it; set these to trust its certificate and to present one.
+    tls_ca_file: FilePath | None = None
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+
+    @field_validator(
+        "creds_file",
+        "nkey_seed",
+        "user",
+        "password",
+        "token",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `NATS_USER=` in a .env file means "no user", as an absent line does.
+        return None if value == "" else value
+
+    @field_validator("url")
+    @classmethod
+    def _servers_are_named(cls, value: str) -> str:
+        if not all(part.strip() for part in value.split(",")):
+            msg = "NATS_URL must be one URL or several separated by commas, none of them empty"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("nkey_seed")
+    @classmethod
+    def _nkey_seed_is_a_user_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        # The value itself is never echoed.
+        seed = value.get_secret_value() if value is not None else None
+        if seed is not None and not (seed.startswith("SU") and len(seed) == NKEY_SEED_LENGTH):
+            msg = "NATS_NKEY_SEED must be a user's nkey seed (58 characters starting with SU)"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def servers(self) -> list[str]:
+        """The server URLs of ``url``, in order."""
+        return [part.strip() for part in self.url.split(",")]
+
+    @property
+    def has_url_credentials(self) -> bool:
+        """Whether a server URL carries a user (and password) or a token itself."""
+        return any("@" in server.split("//", 1)[-1] for server in self.servers)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Self:
+        if (self.user is None) != (self.password is None):
+            msg = "NATS_USER and NATS_PASSWORD go together: set both or neither"
+            raise ValueError(msg)
+        ways = [
+            name
+            for name, given in (
+                ("NATS_CREDS_FILE", self.creds_file is not None),
+                ("NATS_NKEY_SEED", self.nkey_seed is not None),
+                ("NATS_USER/NATS_PASSWORD", self.user is not None),
+                ("NATS_TOKEN", self.token is not None),
+                ("credentials in NATS_URL", self.has_url_credentials),
+            )
+            if given
+        ]
+        if len(ways) > 1:
+            msg = f"NATS credentials must be given one way, not {' and '.join(ways)}"
+            raise ValueError(msg)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            msg = "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together: set both or neither"
+            raise ValueError(msg)
+        return self
 
 
 class OutboxSettings(BaseSettings):
@@ -205,6 +302,18 @@ class Settings(BaseSettings):
                 f"tasks ({connections}: DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW, less one for "
                 "the outbox); its tasks would wait for connections. Raise the pool or lower the "
                 "concurrency."
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _ack_pending_fits_a_worker(self) -> Self:
+        # Fewer would leave a worker's room unused: JetStream stops delivering at the limit.
+        if self.nats.max_ack_pending < self.worker_concurrency:
+            msg = (
+                f"NATS_MAX_ACK_PENDING ({self.nats.max_ack_pending}) is less than the tasks one "
+                f"worker process holds at once ({self.worker_concurrency}, WORKER_CONCURRENCY); "
+                "set it to at least the worker processes times their concurrency"
             )
             raise ValueError(msg)
         return self

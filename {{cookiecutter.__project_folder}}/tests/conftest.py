@@ -36,6 +36,7 @@ from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import JetStreamBroker, broker
 from devtools.embedded import embedded_nats, embedded_postgresql, env_or_none
 from tests.helpers import delete_streams, lifespan_client, throwaway_database
+from tests.nats_servers import Cluster, nats_cluster
 from tests.processes import process_env, running, start_worker, wait_for
 from tests.worker.queue_state import joined
 
@@ -283,3 +284,10 @@ async def committing_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     """A client whose requests really commit (clean up what such a test creates)."""
     async with lifespan_client(app) as http:
         yield http
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A three-node JetStream cluster of the test's own (a failover test leaves a node dead)."""
+    with nats_cluster(3) as servers:
+        yield servers

@@ -12,6 +12,9 @@
 - Names come from the settings (``<prefix>.tasks``, ``<prefix>_tasks``, ``<prefix>_worker``), so
   services, environments and test runs never share a queue.
 - Only worker processes create the consumer and pull: the API process only publishes.
+- A stream or consumer that exists with other limits than the settings' is updated to them;
+  ``max_waiting``, which JetStream cannot update, by recreating the consumer while no task is
+  held on it, else startup fails saying what to do.
 """
 
 import asyncio
@@ -28,8 +31,15 @@ import taskiq_fastapi
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
 from starlette.requests import HTTPConnection, Request
 from taskiq import (
     AckableMessage,
@@ -44,6 +54,7 @@ from taskiq.result import TaskiqResult
 
 from app.core.outbox import single_line
 from app.settings import Settings, get_settings
+from app.worker.connection import connect
 from app.worker.delivery import AckBatch, Delivery
 from app.worker.middleware import TaskContextMiddleware
 from app.worker.pull import Puller
@@ -54,6 +65,10 @@ log = structlog.get_logger(__name__)
 MESSAGE_ID = "Nats-Msg-Id"
 # How long the ack of a finished task waits for others to go out with it.
 ACK_DELAY = 0.002
+
+
+class QueueSetupError(RuntimeError):
+    """JetStream would not take the stream or consumer the settings ask for."""
 
 
 class _DeliveryTracker(TaskiqMiddleware):
@@ -147,10 +162,9 @@ class JetStreamBroker(AsyncBroker):
             await self._client.close()
         config = self.config
         role = "worker" if self.is_worker_process else "producer"
-        self._client = await nats.connect(
-            config.url,
+        self._client = await connect(
+            config.connection,
             name=f"{config.durable}-{role}",
-            connect_timeout=config.connect_timeout,
             max_reconnect_attempts=-1,
             reconnected_cb=self._reconnected,
         )
@@ -163,6 +177,7 @@ class JetStreamBroker(AsyncBroker):
                 storage=StorageType.FILE,
                 max_age=config.stream_max_age,
                 duplicate_window=config.duplicate_window,
+                num_replicas=config.stream_replicas,
             )
         )
         await self._ensure_stream(
@@ -174,6 +189,7 @@ class JetStreamBroker(AsyncBroker):
                 max_age=config.dead_letter_max_age,
                 # Dead-lettering again after a crash in between comes an ack_wait later.
                 duplicate_window=max(config.duplicate_window, 2 * config.ack_wait),
+                num_replicas=config.stream_replicas,
             )
         )
         if self.is_worker_process:
@@ -184,17 +200,29 @@ class JetStreamBroker(AsyncBroker):
         """Create the stream, or apply changed limits to an existing one (never ignore them)."""
         assert stream.name is not None  # noqa: S101 - every stream here is named
         try:
-            current = (await self.jetstream.stream_info(stream.name)).config
-        except NotFoundError:
-            await self.jetstream.add_stream(stream)
-            return
-        changed = (
-            current.subjects != stream.subjects
-            or current.max_age != stream.max_age
-            or (stream.duplicate_window and current.duplicate_window != stream.duplicate_window)
-        )
-        if changed:
-            await self.jetstream.update_stream(stream)
+            try:
+                current = (await self.jetstream.stream_info(stream.name)).config
+            except NotFoundError:
+                await self.jetstream.add_stream(stream)
+                return
+            changed = (
+                current.subjects != stream.subjects
+                or current.max_age != stream.max_age
+                or (stream.duplicate_window and current.duplicate_window != stream.duplicate_window)
+                # A cluster moves the stream to more or fewer servers; the consumers follow.
+                or current.num_replicas != stream.num_replicas
+            )
+            if changed:
+                await self.jetstream.update_stream(stream)
+                log.info("queue.stream_updated", stream=stream.name, replicas=stream.num_replicas)
+        except APIError as exc:
+            if isinstance(exc, NotFoundError):
+                raise
+            msg = (
+                f"JetStream refused the stream {stream.name} with {stream.num_replicas} "
+                f"replica(s) (NATS_STREAM_REPLICAS): {exc.description or exc!r}"
+            )
+            raise QueueSetupError(msg) from exc
 
     async def _join_consumer(self) -> None:
         config = self.config
@@ -205,14 +233,27 @@ class JetStreamBroker(AsyncBroker):
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=config.ack_wait,
             max_deliver=-1,
+            max_ack_pending=config.max_ack_pending,
+            max_waiting=config.max_waiting,
+            # No num_replicas: JetStream keeps a work-queue stream's consumer on the stream's
+            # servers, and scales it with the stream (an explicit count would be refused while
+            # the stream is still growing to it).
         )
         try:
             current = await self.jetstream.consumer_info(config.stream, config.durable)
         except NotFoundError:
             await self.jetstream.add_consumer(config.stream, consumer)
         else:
-            if (current.config.ack_wait, current.config.max_deliver) != (config.ack_wait, -1):
+            found = current.config
+            if found.max_waiting != config.max_waiting:
+                await self._recreate_consumer(current, consumer)
+            elif (found.ack_wait, found.max_deliver, found.max_ack_pending) != (
+                config.ack_wait,
+                -1,
+                config.max_ack_pending,
+            ):
                 await self.jetstream.add_consumer(config.stream, consumer)  # updates it
+                log.info("queue.consumer_updated", consumer=config.durable)
         assert self._client is not None  # noqa: S101 - startup connected it just before
         self._puller = Puller(
             self._client, stream=config.stream, durable=config.durable, timeout=config.pull_timeout
@@ -221,6 +262,33 @@ class JetStreamBroker(AsyncBroker):
         # Both belong to this event loop (a timer, an event): made anew by each startup.
         self._room = asyncio.Event()
         self.acks = AckBatch(ACK_DELAY)
+
+    async def _recreate_consumer(self, current: ConsumerInfo, consumer: ConsumerConfig) -> None:
+        """Apply a new ``max_waiting``, which JetStream cannot update: delete the consumer and
+        create it again, only while no delivery is held or waits for a retry on it (the tasks
+        themselves stay in the work-queue stream; the new consumer delivers them from the
+        start). Otherwise fail, saying what to do."""
+        config = self.config
+        held = (current.num_ack_pending or 0) + (current.num_redelivered or 0)
+        if held:
+            msg = (
+                f"NATS_MAX_WAITING changed ({current.config.max_waiting} -> {config.max_waiting}),"
+                f" which JetStream cannot change on the consumer {config.durable}; recreating it "
+                f"now would redeliver the {held} task(s) workers hold or retry on it. Stop every "
+                "worker of this queue, then start them again (the first one recreates the "
+                f"consumer), or put NATS_MAX_WAITING back to {current.config.max_waiting}."
+            )
+            raise QueueSetupError(msg)
+        log.warning(
+            "queue.consumer_recreated",
+            consumer=config.durable,
+            max_waiting=config.max_waiting,
+            was=current.config.max_waiting,
+        )
+        # Another worker starting at the same moment may have deleted it already.
+        with contextlib.suppress(NotFoundError):
+            await self.jetstream.delete_consumer(config.stream, config.durable)
+        await self.jetstream.add_consumer(config.stream, consumer)
 
     async def shutdown(self) -> None:
         await super().shutdown()

@@ -31,6 +31,7 @@ from nats.js.errors import APIError, NotFoundError
 from pydantic import ValidationError
 
 from app.settings import Settings, get_settings
+from app.worker.connection import connect
 from app.worker.queue import QueueConfig
 
 # The headers JetStreamBroker.dead_letter adds to the task's own.
@@ -437,10 +438,9 @@ async def _connect(config: QueueConfig) -> Client:
     async def quiet(_error: Exception) -> None:
         """The failure that matters is reported once, by the caller (nats-py logs each one)."""
 
-    return await nats.connect(
-        config.url,
+    return await connect(
+        config.connection,
         name=f"{config.dead_letter_stream}-cli",
-        connect_timeout=config.connect_timeout,
         allow_reconnect=False,
         max_reconnect_attempts=1,
         error_cb=quiet,

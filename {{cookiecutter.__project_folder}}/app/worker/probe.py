@@ -11,11 +11,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import nats
 from nats.js.errors import NotFoundError
 
 from app.core import database
 from app.settings import Settings, get_settings
+from app.worker.connection import connect
 from app.worker.queue import QueueConfig
 
 
@@ -24,11 +24,12 @@ async def problems(settings: Settings) -> list[str]:
     found: list[str] = []
     config = QueueConfig.from_settings(settings)
     try:
-        # nats-py keeps retrying a first connection unless attempts are bounded: bound both.
-        async with asyncio.timeout(config.connect_timeout * 2 + 1):
-            client = await nats.connect(
-                config.url,
-                connect_timeout=config.connect_timeout,
+        # nats-py keeps retrying a first connection unless attempts are bounded: bound both
+        # (each server of a cluster may take connect_timeout to refuse).
+        servers = len(config.connection.servers)
+        async with asyncio.timeout(config.connect_timeout * (servers + 1) + 1):
+            client = await connect(
+                config.connection,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,
             )

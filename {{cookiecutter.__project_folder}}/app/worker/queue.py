@@ -2,13 +2,15 @@
 
 from dataclasses import dataclass
 
-from app.settings import Settings
+from app.settings import NatsSettings, Settings
 
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     url: str
     connect_timeout: int
+    # Servers, credentials and TLS: what app.worker.connection connects with.
+    connection: NatsSettings
     subject: str
     stream: str
     durable: str
@@ -27,6 +29,9 @@ class QueueConfig:
     publish_timeout: float
     # Deliveries one worker process holds at once (received, running or settling).
     concurrency: int
+    stream_replicas: int
+    max_ack_pending: int
+    max_waiting: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "QueueConfig":
@@ -35,6 +40,7 @@ class QueueConfig:
         return cls(
             url=nats.url,
             connect_timeout=nats.connect_timeout,
+            connection=nats,
             subject=f"{prefix}.tasks",
             stream=f"{prefix}_tasks",
             durable=f"{prefix}_worker",
@@ -52,6 +58,9 @@ class QueueConfig:
             unknown_task_delay=nats.unknown_task_delay,
             publish_timeout=nats.publish_timeout,
             concurrency=settings.worker_concurrency,
+            stream_replicas=nats.stream_replicas,
+            max_ack_pending=nats.max_ack_pending,
+            max_waiting=nats.max_waiting,
         )
 
     def retry_delay_after(self, attempt: int) -> float:

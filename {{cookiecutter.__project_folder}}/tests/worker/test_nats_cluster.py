@@ -1,0 +1,85 @@
+"""A real three-node JetStream cluster: the queue scaled to three replicas. The failover of
+a burst of orders is in tests/orders/test_cluster_failover.py."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.settings import Settings
+from app.worker.broker import JetStreamBroker
+from tests.nats_servers import Cluster, test_queue
+from tests.processes import wait_for
+
+Factory = async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def _client(cluster: Cluster) -> AsyncIterator[Client]:
+    client: Client = await nats.connect(cluster.url.split(","))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> Settings:
+    return base.model_copy(
+        update={"nats": test_queue(cluster.url, prefix, stream_replicas=replicas)}
+    )
+
+
+@asynccontextmanager
+async def _worker_broker(settings: Settings) -> AsyncIterator[JetStreamBroker]:
+    worker = JetStreamBroker()
+    worker.configure(settings)
+    worker.is_worker_process = True
+    try:
+        async with asyncio.timeout(30):
+            await worker.startup()
+        yield worker
+    finally:
+        await worker.shutdown()
+
+
+async def _delete_streams(cluster: Cluster, prefix: str) -> None:
+    async with _client(cluster) as client:
+        for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
+            await client.jetstream().delete_stream(stream)
+
+
+async def test_an_existing_queue_is_scaled_to_the_replicas_asked(
+    cluster: Cluster, settings: Settings
+) -> None:
+    prefix = f"h_{uuid.uuid4().hex[:10]}"
+    try:
+        async with _worker_broker(_settings(settings, cluster, prefix, 1)) as single:
+            info = await single.jetstream.stream_info(single.config.stream)
+            assert info.config.num_replicas == 1
+
+        async with _worker_broker(_settings(settings, cluster, prefix, 3)) as replicated:
+            js, config = replicated.jetstream, replicated.config
+
+            async def replicated_everywhere() -> bool:
+                streams = [
+                    await js.stream_info(s) for s in (config.stream, config.dead_letter_stream)
+                ]
+                consumer = await js.consumer_info(config.stream, config.durable)
+                groups = [s.cluster for s in streams] + [consumer.cluster]
+                return all(
+                    group is not None
+                    and group.leader is not None
+                    and len([peer for peer in group.replicas or [] if peer.current]) == 2
+                    for group in groups
+                )
+
+            await wait_for(replicated_everywhere, within=30, what="3 current copies of each")
+            for stream in (config.stream, config.dead_letter_stream):
+                assert (await js.stream_info(stream)).config.num_replicas == 3
+    finally:
+        await _delete_streams(cluster, prefix)
