@@ -60,6 +60,8 @@ def connect_options(settings: NatsSettings) -> ConnectOptions:
 
 async def connect(
     settings: NatsSettings,
+    # Any: the rest of nats-py's keyword arguments (name, callbacks, reconnect limits), each of
+    # its own type, passed through unchanged.
     **options: Any,
 ) -> Client:
     """A client connected as the settings say, with ``options`` (name, callbacks, reconnect
