@@ -167,12 +167,19 @@ def app(app: FastAPI, engine: AsyncEngine, attempts: list[int]) -> FastAPI:
     return app
 
 
-async def wait_until_waiting_for_a_lock(connection: AsyncConnection, pid: int) -> None:
-    """Poll pg_stat_activity until the backend ``pid`` waits for a lock."""
-    query = text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid")
+async def wait_until_waiting_for_a_lock(
+    connection: AsyncConnection, pid: int, *, for_at_least: float = 0.0
+) -> None:
+    """Poll pg_stat_activity until the backend ``pid`` waits for a lock (and has been running
+    its statement for ``for_at_least`` seconds)."""
+    query = text(
+        "SELECT wait_event_type = 'Lock'"
+        " AND clock_timestamp() - query_start >= make_interval(secs => :seconds)"
+        " FROM pg_stat_activity WHERE pid = :pid"
+    )
     async with asyncio.timeout(10):
         while True:
-            if await connection.scalar(query, {"pid": pid}):
+            if await connection.scalar(query, {"pid": pid, "seconds": for_at_least}):
                 return
             await asyncio.sleep(0.01)
 
@@ -182,8 +189,10 @@ async def take_in_reverse(engine: AsyncEngine, pid: int, locked: asyncio.Event) 
     async with engine.connect() as other, engine.connect() as observer:
         await other.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 2"))
         locked.set()
-        await wait_until_waiting_for_a_lock(observer, pid)
-        # The request has waited longer, so its deadlock check runs first and it is the victim.
+        # A head start of half a second on PostgreSQL's deadlock_timeout (1 s): the request's
+        # deadlock check runs well before this side's, so the request is the victim, even on a
+        # busy machine.
+        await wait_until_waiting_for_a_lock(observer, pid, for_at_least=0.5)
         await other.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
         await other.rollback()
 
