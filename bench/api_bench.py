@@ -338,10 +338,10 @@ def check_orjson() -> None:
 # --- database -------------------------------------------------------------------------------
 
 
-async def run_to_file(command: Sequence[str], env: Mapping[str, str], log: Path) -> int:
-    """Run a command from the project root, its output to ``log``; its exit status."""
+async def spawn_to_file(command: Sequence[str], env: Mapping[str, str], log: Path) -> Process:
+    """Start a command from the project root in its own process group, its output to ``log``."""
     with log.open("ab") as sink:
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *command,
             cwd=Path.cwd(),
             env=dict(env),
@@ -349,6 +349,11 @@ async def run_to_file(command: Sequence[str], env: Mapping[str, str], log: Path)
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+async def run_to_file(command: Sequence[str], env: Mapping[str, str], log: Path) -> int:
+    """Run a command from the project root, its output to ``log``; its exit status."""
+    process = await spawn_to_file(command, env, log)
     try:
         return await process.wait()
     finally:
@@ -432,15 +437,7 @@ async def server(
         "httptools",
         "--no-access-log",
     ]
-    with log.open("ab") as sink:
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            cwd=Path.cwd(),
-            env=dict(env),
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = await spawn_to_file(command, env, log)
     try:
         await wait_ready(name, process, f"http://{HOST}:{port}{ready_path}", log)
         progress(f"{name}: pid {process.pid}, http://{HOST}:{port}{prefix}")

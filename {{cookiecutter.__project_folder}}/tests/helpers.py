@@ -15,6 +15,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from app.settings import Settings
+from app.worker.broker import JetStreamBroker
+
 
 @asynccontextmanager
 async def lifespan_client(app: FastAPI) -> AsyncIterator[AsyncClient]:
@@ -69,3 +72,17 @@ async def wait_for_lock_waiters(session: AsyncSession, statement: str, count: in
             if waiting == count:
                 return
             await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def worker_broker(settings: Settings) -> AsyncIterator[JetStreamBroker]:
+    """A worker's broker of the test's own (it makes the streams and joins the consumer)."""
+    worker = JetStreamBroker()
+    worker.configure(settings)
+    worker.is_worker_process = True
+    try:
+        async with asyncio.timeout(30):
+            await worker.startup()
+        yield worker
+    finally:
+        await worker.shutdown()

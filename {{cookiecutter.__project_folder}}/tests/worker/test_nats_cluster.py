@@ -1,7 +1,6 @@
 """A real three-node JetStream cluster: the queue scaled to three replicas. The failover of
 a burst of orders is in tests/orders/test_cluster_failover.py."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.settings import Settings
-from app.worker.broker import JetStreamBroker
+from tests.helpers import worker_broker
 from tests.nats_servers import Cluster, test_queue
 from tests.processes import wait_for
 
@@ -34,19 +33,6 @@ def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> S
     )
 
 
-@asynccontextmanager
-async def _worker_broker(settings: Settings) -> AsyncIterator[JetStreamBroker]:
-    worker = JetStreamBroker()
-    worker.configure(settings)
-    worker.is_worker_process = True
-    try:
-        async with asyncio.timeout(30):
-            await worker.startup()
-        yield worker
-    finally:
-        await worker.shutdown()
-
-
 async def _delete_streams(cluster: Cluster, prefix: str) -> None:
     async with _client(cluster) as client:
         for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
@@ -58,11 +44,11 @@ async def test_an_existing_queue_is_scaled_to_the_replicas_asked(
 ) -> None:
     prefix = f"h_{uuid.uuid4().hex[:10]}"
     try:
-        async with _worker_broker(_settings(settings, cluster, prefix, 1)) as single:
+        async with worker_broker(_settings(settings, cluster, prefix, 1)) as single:
             info = await single.jetstream.stream_info(single.config.stream)
             assert info.config.num_replicas == 1
 
-        async with _worker_broker(_settings(settings, cluster, prefix, 3)) as replicated:
+        async with worker_broker(_settings(settings, cluster, prefix, 3)) as replicated:
             js, config = replicated.jetstream, replicated.config
 
             async def replicated_everywhere() -> bool:

@@ -5,34 +5,18 @@ recreating the consumer while no task is held on it, and refused with what to do
 (Stream replicas are changed on a real cluster: tests/worker/test_nats_cluster.py.)
 """
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 from nats.js.api import ConsumerInfo
 
 from app.settings import Settings
 from app.worker.broker import JetStreamBroker, QueueSetupError
+from tests.helpers import worker_broker
 
 
 def _with(settings: Settings, **nats: object) -> Settings:
     return settings.model_copy(update={"nats": settings.nats.model_copy(update=nats)})
-
-
-@asynccontextmanager
-async def _worker(settings: Settings) -> AsyncIterator[JetStreamBroker]:
-    """A worker's broker (it joins the consumer), started on ``settings``."""
-    worker = JetStreamBroker()
-    worker.configure(settings)
-    worker.is_worker_process = True
-    try:
-        async with asyncio.timeout(30):
-            await worker.startup()
-        yield worker
-    finally:
-        await worker.shutdown()
 
 
 async def _consumer(worker: JetStreamBroker) -> ConsumerInfo:
@@ -43,11 +27,11 @@ async def _consumer(worker: JetStreamBroker) -> ConsumerInfo:
 
 
 async def test_max_ack_pending_is_updated_in_place(fresh_queue: Settings) -> None:
-    async with _worker(_with(fresh_queue, max_ack_pending=100, max_waiting=10)) as first:
+    async with worker_broker(_with(fresh_queue, max_ack_pending=100, max_waiting=10)) as first:
         before = await _consumer(first)
         assert (before.config.max_ack_pending, before.config.max_waiting) == (100, 10)
 
-    async with _worker(_with(fresh_queue, max_ack_pending=200, max_waiting=10)) as second:
+    async with worker_broker(_with(fresh_queue, max_ack_pending=200, max_waiting=10)) as second:
         after = await _consumer(second)
 
     assert (after.config.max_ack_pending, after.config.max_waiting) == (200, 10)
@@ -57,11 +41,11 @@ async def test_max_ack_pending_is_updated_in_place(fresh_queue: Settings) -> Non
 async def test_max_waiting_recreates_an_idle_consumer_and_keeps_its_tasks(
     fresh_queue: Settings,
 ) -> None:
-    async with _worker(_with(fresh_queue, max_waiting=10)) as first:
+    async with worker_broker(_with(fresh_queue, max_waiting=10)) as first:
         before = await _consumer(first)
         await first.publish(f"h-{uuid.uuid4()}", b"{}", {})
 
-    async with _worker(_with(fresh_queue, max_waiting=20)) as second:
+    async with worker_broker(_with(fresh_queue, max_waiting=20)) as second:
         after = await _consumer(second)
         # Taken by the new consumer: the task waited in the work-queue stream meanwhile.
         taker = await second.jetstream.pull_subscribe_bind(
@@ -79,7 +63,7 @@ async def test_max_waiting_recreates_an_idle_consumer_and_keeps_its_tasks(
 
 async def test_max_waiting_is_not_changed_under_a_held_task(fresh_queue: Settings) -> None:
     old = _with(fresh_queue, max_waiting=10)
-    async with _worker(old) as first:
+    async with worker_broker(old) as first:
         await first.publish(f"h-{uuid.uuid4()}", b"{}", {})
         holder = await first.jetstream.pull_subscribe_bind(
             first.config.durable, first.config.stream
@@ -88,7 +72,7 @@ async def test_max_waiting_is_not_changed_under_a_held_task(fresh_queue: Setting
 
         # Another worker comes up with another max_waiting while the task is held.
         with pytest.raises(QueueSetupError, match=r"NATS_MAX_WAITING changed \(10 -> 20\)"):
-            async with _worker(_with(fresh_queue, max_waiting=20)):
+            async with worker_broker(_with(fresh_queue, max_waiting=20)):
                 pass
         unchanged = await _consumer(first)
         assert unchanged.config.max_waiting == 10
@@ -96,5 +80,5 @@ async def test_max_waiting_is_not_changed_under_a_held_task(fresh_queue: Setting
 
         await held.ack_sync()
         await holder.unsubscribe()
-    async with _worker(_with(fresh_queue, max_waiting=20)) as second:
+    async with worker_broker(_with(fresh_queue, max_waiting=20)) as second:
         assert (await _consumer(second)).config.max_waiting == 20
