@@ -24,6 +24,9 @@ MANIFEST: dict[tuple[str, object], tuple[str, ...]] = {
         "migrations/versions/2026_11_28_0002-0004_orders.py",
         "tests/orders",
     ),
+    # Without the example, this test checks that `just dev` gets ready and stops on Ctrl-C; with
+    # it, tests/orders/test_dev_orders.py checks that and more, and the stack is slow to start.
+    ("include_example", False): ("tests/test_dev.py",),
     ("use_docker", True): (
         "Dockerfile",
         "compose.yaml",

@@ -112,7 +112,10 @@ def test_format_errors_counts_and_lists() -> None:
 def test_paths_to_prune_follow_the_manifest() -> None:
     answers = {"include_example": True, "use_docker": False, "ci": "github"}
 
-    assert post.paths_to_prune(answers) == list(post.MANIFEST[("use_docker", True)])
+    assert post.paths_to_prune(answers) == [
+        *post.MANIFEST[("include_example", False)],
+        *post.MANIFEST[("use_docker", True)],
+    ]
 
 
 def test_prune_deletes_files_and_folders(tmp_path: Path) -> None:

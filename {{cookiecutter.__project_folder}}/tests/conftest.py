@@ -10,6 +10,7 @@ behaviour and leave nothing behind.
 """
 
 import asyncio
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,22 @@ from tests.processes import process_env, running, start_worker, wait_for
 from tests.worker.queue_state import joined
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Test processes per CPU with ``-n auto`` (``just test``), and at most this many in all.
+PROCESSES_PER_CPU, MAX_PROCESSES = 2, 8
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:  # noqa: ARG001 - the hook's
+    """How many test processes ``-n auto`` starts: twice the CPUs, since the slow tests mostly
+    wait on other processes (workers, servers, elections) and another test can use the CPU
+    meanwhile; capped, because each one creates a database and starts a worker of its own."""
+    return min(MAX_PROCESSES, PROCESSES_PER_CPU * (os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the ``slow`` tests first: ``just test`` hands tests out one at a time
+    (``--dist load --maxschedchunk 1``), so the long ones start at once, side by side, and the
+    quick ones fill the gaps, instead of one process ending the run with a queue of long ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

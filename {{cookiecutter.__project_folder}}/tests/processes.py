@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from app.settings import Settings
 from devtools.embedded import free_port
 
@@ -27,6 +29,8 @@ DISCOVER_TASKS = (
     "--no-configure-logging",  # the app configures logging (JSON in these tests)
 )
 TEST_TASKS = "tests.worker.sample_tasks"
+# How often a test asks a ``just dev`` stack's API: each request costs the stack some work.
+POLL_EVERY = 0.2
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -188,6 +192,14 @@ def task_runs(output: str) -> Counter[tuple[str, str]]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+async def ready(client: httpx.AsyncClient, url: str) -> bool:
+    """Whether the health endpoint at ``url`` answers 200 (``False`` while nothing listens)."""
+    try:
+        return (await client.get(url, timeout=2)).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @contextmanager

@@ -1,19 +1,16 @@
-"""``just dev`` brings up the whole service with nothing else running, and Ctrl-C stops it."""
+"""``just dev`` brings up the whole service with nothing else running, and Ctrl-C stops it.
+
+Rendered only without the example domain: with it, ``tests/orders/test_dev_orders.py`` checks
+all of this on the way to processing an order, and each start of the stack costs seconds of CPU.
+"""
 
 import httpx
+import pytest
 
 from devtools.embedded import free_port
-from tests.processes import dev_stack, scratch_folder, wait_for
+from tests.processes import POLL_EVERY, dev_stack, ready, scratch_folder, wait_for
 
-# How often a test asks the stack's API: each request costs the stack's processes some work.
-POLL_EVERY = 0.2
-
-
-async def ready(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await client.get(url, timeout=2)).status_code == 200
-    except httpx.TransportError:
-        return False
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
 
 async def test_dev_serves_a_ready_api_then_stops_on_ctrl_c() -> None:

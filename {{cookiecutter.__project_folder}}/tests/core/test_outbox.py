@@ -115,6 +115,7 @@ async def test_rolled_back_request_saves_and_sends_nothing(
     assert await outbox_rows(session) == []
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("probe_table")
 async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
     session: AsyncSession,

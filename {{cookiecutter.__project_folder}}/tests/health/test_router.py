@@ -1,3 +1,4 @@
+import pytest
 from httpx import AsyncClient
 from pydantic import SecretStr
 
@@ -21,6 +22,7 @@ async def test_ready_checks_database_and_nats(client: AsyncClient) -> None:
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "nats": "ok"}}
 
 
+@pytest.mark.slow
 async def test_ready_is_503_when_the_database_is_down(settings: Settings) -> None:
     closed = free_port()
     broken = settings.model_copy(
@@ -41,6 +43,7 @@ async def test_ready_is_503_when_the_database_is_down(settings: Settings) -> Non
     assert body["detail"] == "Not answering: database"
 
 
+@pytest.mark.slow
 async def test_nats_down_makes_the_api_degraded_not_unready(settings: Settings) -> None:
     broken = settings.model_copy(
         update={"nats": NatsSettings(url=f"nats://127.0.0.1:{free_port()}", connect_timeout=1)}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import pytest
 from httpx import AsyncClient
 from nats.aio.client import Client
 from pydantic import SecretStr
@@ -29,6 +30,8 @@ from tests.helpers import lifespan_client
 from tests.nats_servers import Cluster, Server, test_queue
 from tests.processes import process_env, running, start_worker, stop, wait_for
 from tests.worker.test_nats_cluster import _client, _delete_streams
+
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
 Factory = async_sessionmaker[AsyncSession]
 

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +33,8 @@ from tests.processes import (
     task_runs,
     wait_for,
 )
+
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
 ORDER = {
     "customer_email": "ada@example.com",

@@ -18,6 +18,8 @@ from tests.helpers import lifespan_client
 from tests.orders.factories import make_order
 from tests.processes import lines, process_env, running, start_scheduler, start_worker, wait_for
 
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
+
 
 @pytest.fixture
 async def api(shared_queue: Settings) -> AsyncIterator[AsyncClient]:

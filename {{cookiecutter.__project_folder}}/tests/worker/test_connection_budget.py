@@ -10,6 +10,8 @@ from app.worker.queue import QueueConfig
 from tests.processes import lines, process_env, running, start_worker, wait_for
 from tests.worker import sample_tasks
 
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
+
 
 def test_worker_concurrency_follows_the_pool_by_default() -> None:
     pool = DatabaseSettings(pool_size=7, max_overflow=2)

@@ -427,6 +427,7 @@ async def test_cli_uses_the_service_settings(
     assert [row["id"] for row in json.loads(capsys.readouterr().out)] == [written.id]
 
 
+@pytest.mark.slow
 async def test_unreachable_nats_is_reported(
     fresh_queue: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

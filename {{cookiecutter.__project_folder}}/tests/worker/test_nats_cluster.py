@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import nats
 import nats.errors
+import pytest
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +15,8 @@ from app.settings import Settings
 from tests.helpers import worker_broker
 from tests.nats_servers import Cluster, test_queue
 from tests.processes import wait_for
+
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
 Factory = async_sessionmaker[AsyncSession]
 

@@ -128,6 +128,7 @@ async def test_pull_that_jetstream_refuses_is_an_error_not_an_empty_queue(
         waiting.cancel()
 
 
+@pytest.mark.slow
 async def test_pull_nobody_answers_ends_after_its_timeout(consumer: Consumer) -> None:
     await consumer.jetstream.delete_consumer(consumer.stream, consumer.durable)
     orphan = Puller(consumer.client, stream=consumer.stream, durable=consumer.durable, timeout=0.2)

@@ -34,6 +34,8 @@ from tests.worker.queue_state import (
     settled,
 )
 
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
+
 
 @pytest.fixture
 async def fault_table(engine: AsyncEngine) -> AsyncIterator[None]:

@@ -23,6 +23,8 @@ from tests.processes import (
 from tests.worker import sample_tasks
 from tests.worker.queue_state import dead_letters, has_dead_letter, last_dead_letter, settled
 
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
+
 
 @pytest.fixture
 async def app_producer(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]:

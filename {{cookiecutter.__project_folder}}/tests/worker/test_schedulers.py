@@ -6,6 +6,7 @@ import signal
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
@@ -19,6 +20,8 @@ from tests.processes import (
     stop,
     wait_for,
 )
+
+pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
 TICK = "Sending task tests.tick"  # taskiq's line for each tick a scheduler's loop reaches
 
