@@ -69,8 +69,11 @@ async def count(session: AsyncSession, table: str) -> int:
     return int(await session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)  # noqa: S608 - fixed names
 
 
-async def outbox_rows(session: AsyncSession) -> list[OutboxMessage]:
-    return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at)))
+async def outbox_rows(session: AsyncSession, queue: str) -> list[OutboxMessage]:
+    """The outbox rows of ``queue``: the test's own, whatever other tests on this database left
+    for their relays."""
+    found = select(OutboxMessage).where(OutboxMessage.queue == queue)
+    return list(await session.scalars(found.order_by(OutboxMessage.created_at)))
 
 
 def relay_now(sessionmaker: async_sessionmaker[AsyncSession], publisher: JetStreamBroker) -> Outbox:
@@ -101,7 +104,7 @@ async def test_task_is_published_after_the_commit_under_its_id(
     assert headers["request_id"] == "req-7"
     assert headers[MESSAGE_ID] == response.json()["task_id"]
     assert json.loads(stored.data or b"{}")["task_id"] == response.json()["task_id"]
-    assert await outbox_rows(session) == [], "a published task leaves the outbox"
+    assert await outbox_rows(session, queue.queue) == [], "a published task leaves the outbox"
 
 
 async def test_rolled_back_request_saves_and_sends_nothing(
@@ -112,7 +115,7 @@ async def test_rolled_back_request_saves_and_sends_nothing(
     assert response.status_code == 409
     assert await queued(queue) == 0
     assert await count(session, "outbox_probe") == 0
-    assert await outbox_rows(session) == []
+    assert await outbox_rows(session, queue.queue) == []
 
 
 @pytest.mark.slow
@@ -135,7 +138,7 @@ async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
         app.state.sessionmaker = sessionmaker
         response = await client.post("/outbox/ok")
     assert response.status_code == 200
-    [row] = await outbox_rows(session)
+    [row] = await outbox_rows(session, publisher.queue)
     assert row.id == response.json()["task_id"]
     assert row.queue == publisher.queue
     assert await count(session, "outbox_probe") == 1
@@ -148,7 +151,7 @@ async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
         publisher.config.stream, publisher.config.subject
     )
     assert (stored.headers or {})[MESSAGE_ID] == row.id
-    assert await outbox_rows(session) == []
+    assert await outbox_rows(session, publisher.queue) == []
 
 
 async def test_relay_leaves_young_rows_to_the_fast_path(
@@ -163,7 +166,7 @@ async def test_relay_leaves_young_rows_to_the_fast_path(
     await session.flush()
 
     assert await young.relay_once() == 0
-    assert len(await outbox_rows(session)) == 1
+    assert len(await outbox_rows(session, publisher.queue)) == 1
 
 
 class FailingPublisher:
@@ -200,7 +203,7 @@ async def test_failed_relay_publish_backs_off_and_keeps_the_row(
     assert await relay.relay_once() == 0
     assert failing.calls == 2, "each failed row waits for its backoff"
 
-    rows = await outbox_rows(session)
+    rows = await outbox_rows(session, publisher.queue)
     for row in rows:
         await session.refresh(row)
     assert [row.attempts for row in rows] == [1, 1]
@@ -221,7 +224,7 @@ async def test_a_fixed_task_id_is_saved_once_and_published_once(
         outbox.attach(session)
         await enqueue(session, kicker, str(tmp_path), "again")
         await session.flush()
-    assert len(await outbox_rows(session)) == 1
+    assert len(await outbox_rows(session, publisher.queue)) == 1
 
     assert await outbox.relay_once() == 1
     # Asked again after it was published: saved and published again, dropped by JetStream.
@@ -261,7 +264,7 @@ async def test_published_rows_handed_in_together_are_deleted_by_one_statement(
     finally:
         event.remove(connection.sync_connection, "before_cursor_execute", record)
 
-    assert await outbox_rows(session) == []
+    assert await outbox_rows(session, publisher.queue) == []
     assert [s for s in statements if s.lstrip().upper().startswith("DELETE")] == [
         str(_DELETE_PUBLISHED.compile(dialect=connection.dialect))
     ]
@@ -289,10 +292,10 @@ async def test_a_failed_delete_leaves_the_rows_to_the_relay(
         isinstance(record.msg, dict) and record.msg.get("event") == "outbox.delete_failed"
         for record in caplog.records
     )
-    [row] = await outbox_rows(session)
+    [row] = await outbox_rows(session, publisher.queue)
     assert row.id == task_id
     assert await writer.relay_once() == 1, "the relay publishes it again (JetStream dedups)"
-    assert await outbox_rows(session) == []
+    assert await outbox_rows(session, publisher.queue) == []
 
 
 class HeldPublisher:

@@ -9,6 +9,8 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+from nats.js.errors import ServiceUnavailableError as Unavailable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.settings import Settings
@@ -37,9 +39,22 @@ def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> S
 
 
 async def _delete_streams(cluster: Cluster, prefix: str) -> None:
+    """Delete the test's streams. Right after a server was killed JetStream may not answer
+    (its leaders are being elected again), so each delete is asked until it is answered."""
     async with _client(cluster) as client:
+        jetstream = client.jetstream()
         for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
-            await client.jetstream().delete_stream(stream)
+
+            async def deleted(name: str = stream) -> bool:
+                try:
+                    await jetstream.delete_stream(name)
+                except NotFoundError:
+                    return True
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError, Unavailable):
+                    return False  # no leader to answer yet
+                return True
+
+            await wait_for(deleted, within=60, what=f"the deletion of {stream}")
 
 
 async def test_an_existing_queue_is_scaled_to_the_replicas_asked(
