@@ -46,10 +46,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROCESSES_PER_CPU, MAX_PROCESSES = 2, 8
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:  # noqa: ARG001 - the hook's
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:  # noqa: ARG001 - xdist's API
     """How many test processes ``-n auto`` starts: twice the CPUs, since the slow tests mostly
     wait on other processes (workers, servers, elections) and another test can use the CPU
-    meanwhile; capped, because each one creates a database and starts a worker of its own."""
+    meanwhile; capped, because each one creates a database and may start a worker of its own."""
     return min(MAX_PROCESSES, PROCESSES_PER_CPU * (os.cpu_count() or 1))
 
 
