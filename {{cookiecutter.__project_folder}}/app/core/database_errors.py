@@ -1,7 +1,8 @@
 """Database errors as HTTP answers: a documented 4xx or a 503, never a 500.
 
 PostgreSQL names every error with a SQLSTATE; asyncpg puts it on its exceptions and SQLAlchemy
-keeps it on the DBAPI error it wraps them in (``DBAPIError.orig.sqlstate``). The mapping:
+keeps it on the DBAPI error it wraps them in (``DBAPIError.orig.sqlstate``); reads, which run on
+the driver (``app.core.database.Reader``), raise asyncpg's own. The mapping:
 
 ========================================  ======  ======================
 SQLSTATE                                  status  code
@@ -33,6 +34,7 @@ import random
 from collections.abc import Mapping
 from http import HTTPStatus
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -146,7 +148,9 @@ _UNREACHABLE = (DatabaseUnavailable, "The database cannot be reached; retry the 
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error (as SQLAlchemy wraps asyncpg's), if it has one."""
+    """The SQLSTATE of a database error (asyncpg's, or as SQLAlchemy wraps it), if it has one."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return exc.sqlstate
     if isinstance(exc, DBAPIError):
         code = getattr(exc.orig, "sqlstate", None)
         return code if isinstance(code, str) else None
@@ -163,11 +167,11 @@ def to_app_error(exc: BaseException, *, retry_after: int) -> AppError | None:
     mapped: tuple[type[AppError], str] | None = None
     if isinstance(exc, DatabaseConnectionError | PoolTimeoutError):
         mapped = _UNREACHABLE
-    elif isinstance(exc, DBAPIError):
+    elif isinstance(exc, DBAPIError | asyncpg.PostgresError):
         code = sqlstate(exc)
         if code is not None:
             mapped = _BY_SQLSTATE.get(code) or _BY_CLASS.get(code[:2])
-        elif exc.connection_invalidated:
+        elif isinstance(exc, DBAPIError) and exc.connection_invalidated:
             mapped = _UNREACHABLE
     if mapped is None:
         return None
@@ -180,7 +184,7 @@ def to_app_error(exc: BaseException, *, retry_after: int) -> AppError | None:
 
 def _log_context(exc: BaseException) -> dict[str, object]:
     # Names of what failed, never its values (asyncpg's message and detail quote them).
-    cause = getattr(exc, "orig", None)
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
     cause = getattr(cause, "__cause__", None) or cause
     context: dict[str, object] = {"error_type": type(exc).__name__, "sqlstate": sqlstate(exc)}
     for name in ("table_name", "column_name", "constraint_name"):

@@ -1,9 +1,10 @@
 """Reads of orders: what GET routes answer with.
 
-A read changes nothing, so it needs neither the unit of work nor ORM objects: one Core statement
-on a read connection (autocommit: no BEGIN/COMMIT round trips) has PostgreSQL build each order
-as JSON, the items included (one statement, one snapshot), and the response model validates
-that text once, in pydantic's JSON parser. Writes go through ``OrderService`` and its repository.
+A read changes nothing, so it needs neither the unit of work nor ORM objects: one Core statement,
+compiled once (``DriverStatement``) and run on asyncpg's connection in autocommit mode (no
+BEGIN/COMMIT round trips, no SQLAlchemy execution layer), has PostgreSQL build each order as JSON,
+the items included (one statement, one snapshot), and the response model validates that text
+once, in pydantic's JSON parser. Writes go through ``OrderService`` and its repository.
 """
 
 import uuid
@@ -29,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from app.core.conditional import strong_etag
-from app.core.database import Reader, ReaderDep
+from app.core.database import DriverStatement, Reader, ReaderDep
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Order, OrderItem
 from app.orders.schemas import OrderFilters, OrderRead, OrderView
@@ -59,7 +60,7 @@ _ITEMS = (
                     OrderItem.position,
                 )
             ),
-            literal("[]", JSON),
+            literal([], JSON),
             type_=JSON,
         )
     )
@@ -89,8 +90,10 @@ _ORDER_JSON = cast(
     ),
     Text,
 ).label("order")
-# Built once: composing the WHERE clause per request costs more than running the statement.
-_BY_ID = select(_ORDER_JSON, Order.version).where(Order.id == bindparam("order_id"))
+# Built and compiled once: composing the WHERE clause per request costs more than running it.
+_BY_ID = DriverStatement(
+    select(_ORDER_JSON, Order.version).where(Order.id == bindparam("order_id"))
+)
 _PAGE: Select[str] = select(_ORDER_JSON)
 
 
@@ -103,10 +106,11 @@ class OrderQueries:
     async def get(self, order_id: uuid.UUID) -> OrderView | None:
         """The order with its items, or None."""
         async with self.reader.connection() as connection:
-            row = (await connection.execute(_BY_ID, {"order_id": order_id})).one_or_none()
+            row = await connection.fetchrow(_BY_ID.sql, *_BY_ID.arguments(order_id=order_id))
         if row is None:
             return None
-        return OrderView(OrderRead.model_validate_json(row.order), strong_etag(str(row.version)))
+        order: str = row["order"]
+        return OrderView(OrderRead.model_validate_json(order), strong_etag(str(row["version"])))
 
     async def page(self, filters: OrderFilters) -> tuple[list[OrderRead], str | None]:
         """Orders matching the filters, oldest first, and the cursor of the next page (keyset
@@ -124,7 +128,10 @@ class OrderQueries:
             after=filters.cursor is not None,
         )
         async with self.reader.connection() as connection:
-            found = (await connection.scalars(statement, params)).all()
+            found: list[str] = [
+                row[0]
+                for row in await connection.fetch(statement.sql, *statement.arguments(**params))
+            ]
         orders = [OrderRead.model_validate_json(order) for order in found[: filters.limit]]
         if len(found) <= filters.limit:
             return orders, None
@@ -133,7 +140,7 @@ class OrderQueries:
 
 
 @cache
-def _page_statement(*, by_status: bool, by_customer: bool, after: bool) -> Select[str]:
+def _page_statement(*, by_status: bool, by_customer: bool, after: bool) -> DriverStatement:
     """The page query for one combination of filters, built once (values are bound per call)."""
     statement = _PAGE
     if by_status:
@@ -145,7 +152,7 @@ def _page_statement(*, by_status: bool, by_customer: bool, after: bool) -> Selec
             tuple_(Order.created_at, Order.id)
             > tuple_(bindparam("after_created_at"), bindparam("after_id"))
         )
-    return statement.order_by(Order.created_at, Order.id).limit(bindparam("limit"))
+    return DriverStatement(statement.order_by(Order.created_at, Order.id).limit(bindparam("limit")))
 
 
 async def get_order_queries(reader: ReaderDep) -> OrderQueries:

@@ -6,10 +6,10 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import JSON, Integer, String, bindparam, cast, func, literal, null, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.core.database import Reader, create_engine
+from app.core.database import DriverStatement, Reader, create_engine
 from app.core.errors import Conflict
 from app.core.unit_of_work import SessionDep
 from app.settings import DatabaseSettings
@@ -89,11 +89,11 @@ async def test_a_reader_runs_each_statement_in_a_transaction_of_its_own(
 ) -> None:
     # Autocommit: each statement is a transaction of its own (two ids), so no BEGIN or COMMIT
     # round trips; a session's connection runs both in one transaction (one id).
-    transaction_id = text("SELECT pg_current_xact_id()::text")
+    transaction_id = "SELECT pg_current_xact_id()::text"
     async with Reader.on(engine).connection() as connection:
-        autocommit = {await connection.scalar(transaction_id) for _ in range(2)}
+        autocommit = {await connection.fetchval(transaction_id) for _ in range(2)}
     async with engine.connect() as connection:
-        transactional = {await connection.scalar(transaction_id) for _ in range(2)}
+        transactional = {await connection.scalar(text(transaction_id)) for _ in range(2)}
         await connection.rollback()
 
     assert len(autocommit) == 2
@@ -108,7 +108,57 @@ async def test_a_read_gives_its_connection_back_before_the_request_ends(
 
     async with reader.connection() as connection:
         assert gate.locked(), "a read takes its connection through the gate"
-        assert await connection.scalar(text("SELECT 1")) == 1
+        assert await connection.fetchval("SELECT 1") == 1
 
     assert not gate.locked()
     assert "Checked out connections: 0" in engine.pool.status(), "back in the pool"
+
+
+def test_a_driver_statement_takes_values_by_name_in_the_drivers_order() -> None:
+    statement = DriverStatement(
+        select(literal("fixed"), bindparam("b", type_=Integer), bindparam("a", type_=String))
+    )
+
+    assert statement.sql.count("$") == 3
+    assert statement.arguments(a="x", b=2) == ["fixed", 2, "x"]
+
+
+def test_a_driver_statement_refuses_a_missing_or_unknown_value() -> None:
+    statement = DriverStatement(select(bindparam("a", type_=Integer)))
+
+    with pytest.raises(TypeError, match="no value for a"):
+        statement.arguments()
+    with pytest.raises(TypeError, match="no parameter b"):
+        statement.arguments(a=1, b=2)
+
+
+async def test_a_driver_statement_binds_through_the_types_of_its_parameters(
+    engine: AsyncEngine,
+) -> None:
+    # JSON is serialized as SQLAlchemy would: an empty list, not the text "[]".
+    statement = DriverStatement(
+        select(
+            cast(func.coalesce(cast(null(), JSON), literal([], JSON)), String),
+            cast(bindparam("document", type_=JSON), String),
+        )
+    )
+
+    async with Reader.on(engine).connection() as connection:
+        row = await connection.fetchrow(statement.sql, *statement.arguments(document={"a": [1]}))
+
+    assert row is not None
+    assert tuple(row) == ("[]", '{"a": [1]}')
+
+
+async def test_a_reader_within_a_transaction_reads_in_that_transaction(
+    engine: AsyncEngine,
+) -> None:
+    transaction_id = "SELECT pg_current_xact_id()::text"
+    async with engine.connect() as connection:
+        await connection.begin()  # SQLAlchemy sends BEGIN with the first statement only
+        async with Reader.within(connection).connection() as driver:
+            read = await driver.fetchval(transaction_id)
+        written = await connection.scalar(text(transaction_id))
+        await connection.rollback()
+
+    assert read == written

@@ -15,6 +15,7 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.core.database import ReaderDep
 from app.core.unit_of_work import SessionDep
 from app.main import create_app
 from app.settings import DatabaseSettings, OutboxSettings, Settings
@@ -160,6 +161,11 @@ def app(app: FastAPI, engine: AsyncEngine, attempts: list[int]) -> FastAPI:
     async def sleep(db: SessionDep) -> None:
         await db.execute(text("SELECT pg_sleep(30)"))
 
+    @app.get("/probe/read-sleep")
+    async def read_sleep(reader: ReaderDep) -> None:
+        async with reader.connection() as connection:
+            await connection.execute("SELECT pg_sleep(30)")
+
     @app.get("/probe/locked")
     async def locked(db: SessionDep) -> None:
         await db.execute(text("UPDATE database_error_probe SET n = 2 WHERE id = 1"))
@@ -279,6 +285,15 @@ async def test_a_statement_timeout_is_a_503_with_retry_after(
     assert response.headers["retry-after"] == "1"
 
 
+async def test_a_read_beyond_the_statement_timeout_is_a_503_with_retry_after(
+    committing_client: AsyncClient,
+) -> None:
+    response = await committing_client.get("/probe/read-sleep")
+
+    assert_problem(response, 503, "database_timeout")
+    assert response.headers["retry-after"] == "1"
+
+
 async def test_a_lock_wait_beyond_the_lock_timeout_is_a_503(
     committing_client: AsyncClient, engine: AsyncEngine
 ) -> None:
@@ -337,10 +352,43 @@ async def test_an_unreachable_database_is_a_503(settings: Settings) -> None:
     assert response.headers["retry-after"] == "1"
 
 
+async def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_reads_reconnect(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    one_connection = settings.database.model_copy(update={"pool_size": 1, "max_overflow": 0})
+    app = with_probe(
+        create_app(
+            settings.model_copy(
+                update={"database": one_connection, "outbox": OutboxSettings(relay_enabled=False)}
+            )
+        )
+    )
+    async with lifespan_client(app) as client:
+        pid = (await client.get("/probe/read-pid")).json()
+        async with engine.connect() as admin:
+            assert await admin.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        dropped = await client.get("/probe/read-pid")
+        again = await client.get("/probe/read-pid")
+        written = await client.get("/probe/one")
+
+    body = assert_problem(dropped, 503, "database_unavailable")
+    assert "terminat" not in body["detail"]
+    assert again.status_code == 200
+    assert again.json() != pid, "the pool replaced the dropped connection"
+    assert written.status_code == 200, "a unit of work gets a live connection too"
+
+
 def with_probe(app: FastAPI) -> FastAPI:
     @app.get("/probe/one")
     async def one(db: SessionDep) -> int | None:
         one: int | None = await db.scalar(text("SELECT 1"))
         return one
+
+    @app.get("/probe/read-pid")
+    async def read_pid(reader: ReaderDep) -> int:
+        async with reader.connection() as connection:
+            pid: int = await connection.fetchval("SELECT pg_backend_pid()")
+        return pid
 
     return app
