@@ -9,7 +9,7 @@ from functools import partial
 import structlog
 from fastapi import FastAPI
 
-from app.api import api_router
+from app.api import include_api_routers
 from app.core import database
 from app.core.database_errors import DatabaseErrorMiddleware
 from app.core.errors import install_error_handlers
@@ -106,5 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(DatabaseErrorMiddleware, settings=settings.database)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
-    app.include_router(api_router)
+    include_api_routers(app)
     return app

@@ -74,7 +74,7 @@ def test_the_queue_and_the_health_checks_import_no_domain() -> None:
     assert found == set()
 
 
-def test_nothing_imports_the_application_factory_or_the_api_router() -> None:
+def test_nothing_imports_the_application_factory_or_the_api_routes() -> None:
     found = {
         (module, imported)
         for module, imports in GRAPH.items()
