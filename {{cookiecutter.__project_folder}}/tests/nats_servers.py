@@ -25,7 +25,7 @@ import httpx
 import nkeys  # type: ignore[import-untyped] # no type hints in nkeys
 
 from app.settings import NatsSettings
-from devtools.embedded import free_port, nats_server_binary
+from devtools.embedded import free_ports, nats_server_binary
 
 STARTUP_TIMEOUT = 20.0
 
@@ -128,7 +128,7 @@ def _wait_until_listening(server: Server) -> None:
 @contextmanager
 def nats_server(folder: Path, settings: str = "") -> Iterator[Server]:
     """One JetStream server with ``settings`` (configuration lines: authorization, tls, ...)."""
-    port, monitor_port = free_port(), free_port()
+    port, monitor_port = free_ports(2)
     config = "\n".join(
         [
             "server_name: h_single",
@@ -190,7 +190,8 @@ def nats_cluster(size: int = 3) -> Iterator[Cluster]:
     """``size`` JetStream servers in one cluster, each with its own store, in a temporary folder
     removed at the end; yields once JetStream has a meta leader."""
     folder = Path(tempfile.mkdtemp(prefix="h-nats-cluster-"))
-    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    chosen = free_ports(3 * size)
+    ports = [(chosen[i], chosen[i + 1], chosen[i + 2]) for i in range(0, 3 * size, 3)]
     routes = ", ".join(f"nats://127.0.0.1:{route}" for _, route, _ in ports)
     cluster = Cluster()
     try:

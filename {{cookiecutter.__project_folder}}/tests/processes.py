@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from app.settings import Settings
-from devtools.embedded import free_port
+from devtools.embedded import free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # As `just worker` and `just scheduler` find them, plus the tasks that exist for tests only.
@@ -214,7 +214,9 @@ def dev_stack(port: int, data_dir: Path, **extra_env: str) -> Iterator[subproces
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(extra_env)
     command = [sys.executable, "-m", "devtools.dev", "--embedded", "--no-reload", "--workers", "1"]
-    command += ["--port", str(port), "--nats-port", str(free_port()), "--data-dir", str(data_dir)]
+    # Not the API's port, which the caller chose but nothing listens on yet.
+    nats_port = next(candidate for candidate in free_ports(2) if candidate != port)
+    command += ["--port", str(port), "--nats-port", str(nats_port), "--data-dir", str(data_dir)]
     process = subprocess.Popen(  # noqa: S603 - fixed command
         command, cwd=PROJECT_ROOT, env=env, start_new_session=True
     )

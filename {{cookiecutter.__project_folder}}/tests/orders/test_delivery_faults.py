@@ -20,7 +20,7 @@ from app.orders.tasks import order_service
 from app.settings import OutboxSettings, Settings
 from app.worker.broker import JetStreamBroker
 from app.worker.queue import QueueConfig
-from devtools.embedded import embedded_nats, free_port
+from devtools.embedded import embedded_nats, free_port, free_ports
 from tests.helpers import lifespan_client
 from tests.orders.factories import make_order
 from tests.processes import (
@@ -123,8 +123,8 @@ async def test_order_of_an_api_killed_before_publishing_is_relayed_and_processed
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
 ) -> None:
     # The API cannot reach NATS, so it is killed with the task committed but not published.
-    port = free_port()
-    api = start_api(process_env(fresh_queue, NATS_URL=f"nats://127.0.0.1:{free_port()}"), port)
+    port, nowhere = free_ports(2)
+    api = start_api(process_env(fresh_queue, NATS_URL=f"nats://127.0.0.1:{nowhere}"), port)
     with running(api):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             await wait_for(lambda: _answers(http), within=60, what="the API to start")
