@@ -276,19 +276,12 @@ async def test_a_deadlock_is_retried(
     assert (await row_1(engine))[0] == 2  # the second attempt's change only
 
 
+# A unit of work runs its statements through SQLAlchemy, a read through asyncpg's connection.
+@pytest.mark.parametrize("probe", ["sleep", "read-sleep"])
 async def test_a_statement_timeout_is_a_503_with_retry_after(
-    committing_client: AsyncClient,
+    committing_client: AsyncClient, probe: str
 ) -> None:
-    response = await committing_client.get("/probe/sleep")
-
-    assert_problem(response, 503, "database_timeout")
-    assert response.headers["retry-after"] == "1"
-
-
-async def test_a_read_beyond_the_statement_timeout_is_a_503_with_retry_after(
-    committing_client: AsyncClient,
-) -> None:
-    response = await committing_client.get("/probe/read-sleep")
+    response = await committing_client.get(f"/probe/{probe}")
 
     assert_problem(response, 503, "database_timeout")
     assert response.headers["retry-after"] == "1"
