@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.database import Reader
+from app.core.logging import configure_logging
 from app.main import create_app
 from app.settings import DatabaseSettings, Environment, NatsSettings, Settings
 from app.worker.broker import JetStreamBroker, broker
@@ -58,6 +59,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (``--dist load --maxschedchunk 1``), so the long ones start at once, side by side, and the
     quick ones fill the gaps, instead of one process ending the run with a queue of long ones."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging_configured() -> None:
+    """Logging as every process of the service sets it up at start (``create_app``, the
+    worker): structlog's events become standard-library records, so ``caplog`` sees them
+    whichever test a test process happens to run first."""
+    configure_logging(Settings(environment=Environment.TEST))
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,9 @@ async def test_order_of_an_api_killed_before_publishing_is_relayed_and_processed
 ) -> None:
     # The API cannot reach NATS, so it is killed with the task committed but not published.
     port, nowhere = free_ports(2)
-    api = start_api(process_env(fresh_queue, NATS_URL=f"nats://127.0.0.1:{nowhere}"), port)
+    # The API waits a connect timeout (plus a second) for NATS before it serves: the shortest.
+    env = process_env(fresh_queue, NATS_URL=f"nats://127.0.0.1:{nowhere}", NATS_CONNECT_TIMEOUT="1")
+    api = start_api(env, port)
     with running(api):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             await wait_for(lambda: _answers(http), within=60, what="the API to start")
