@@ -43,15 +43,20 @@ from tests.processes import process_env, running, start_worker, wait_for
 from tests.worker.queue_state import joined
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Test processes per CPU with ``-n auto`` (``just test``), and at most this many in all.
+# Test processes per CPU with ``-n auto`` (``just test``), plus one, and at most this many in all.
 PROCESSES_PER_CPU, MAX_PROCESSES = 2, 8
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:  # noqa: ARG001 - xdist's API
     """How many test processes ``-n auto`` starts: twice the CPUs, since the slow tests mostly
     wait on other processes (workers, servers, elections) and another test can use the CPU
-    meanwhile; capped, because each one creates a database and may start a worker of its own."""
-    return min(MAX_PROCESSES, PROCESSES_PER_CPU * (os.cpu_count() or 1))
+    meanwhile, and one more for the few that only wait (a cluster's elections, a scheduler's
+    ticks); capped, because each one creates a database and may start a worker of its own.
+
+    On 2 CPUs, 5 processes ran the suite 4% faster than 4 in three alternating runs, and 6 no
+    faster than 5 while using 10% more CPU.
+    """
+    return min(MAX_PROCESSES, PROCESSES_PER_CPU * (os.cpu_count() or 1) + 1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
