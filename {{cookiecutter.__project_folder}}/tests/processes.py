@@ -60,8 +60,6 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 # while the test runs fills up (64 KiB) and blocks the process at its next log line.
 _OUTPUTS: dict[int, Path] = {}
 _TEMPORARY: set[Path] = set()
-# The pids of ``taskiq worker`` commands: supervisors whose worker processes run the tasks.
-_SUPERVISORS: set[int] = set()
 
 
 def _spawn(
@@ -109,11 +107,9 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """``taskiq worker`` as ``just worker`` runs it; ``modules``: more task modules to import."""
     options = ["--workers", "1", "--max-async-tasks", "10"]
-    process = _start_taskiq(
+    return _start_taskiq(
         "worker", "app.worker.broker:broker", options, env, modules=modules, output=output
     )
-    _SUPERVISORS.add(process.pid)
-    return process
 
 
 def start_scheduler(
@@ -149,43 +145,12 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
     try:
         yield process
     finally:
-        _dispose(process)
+        stop(process)
         forget(process)
-
-
-def _dispose(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """Stop a process the test is done with, as ``stop`` does, without waiting on idle time.
-
-    ``taskiq worker`` supervises its worker processes, and looks at the signals it got once a
-    second. Its workers stop gracefully on SIGTERM (and write their coverage data); once they
-    are gone the supervisor has nothing left to do, so it is killed rather than waited for:
-    every test's cleanup would otherwise wait up to a second for that look.
-    """
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    if process.pid in _SUPERVISORS:
-        deadline = time.monotonic() + timeout
-        while (workers := _children(process.pid)) and time.monotonic() < deadline:
-            # The workers shut down by themselves; there is nothing to wait on but their exit.
-            time.sleep(0.01)
-        if workers == []:
-            os.killpg(process.pid, signal.SIGKILL)
-    stop(process, timeout=timeout)
-
-
-def _children(pid: int) -> list[int] | None:
-    """The pids of a process's children; None where the system does not say (no ``/proc``)."""
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
-    except OSError:
-        return None
-    return [int(child) for child in listed.split()]
 
 
 def forget(process: subprocess.Popen[bytes]) -> None:
     """Remove the temporary file that held what a stopped process printed."""
-    _SUPERVISORS.discard(process.pid)
     output = _OUTPUTS.pop(process.pid, None)
     if output in _TEMPORARY:
         _TEMPORARY.discard(output)
