@@ -8,7 +8,7 @@ The unit of work (a session that commits, then publishes its tasks) is in
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Annotated
@@ -226,6 +226,22 @@ Invalidate = Callable[[BaseException], Awaitable[None]]
 Lease = Callable[[], AbstractAsyncContextManager[tuple[asyncpg.Connection, Invalidate]]]
 
 
+async def _to_the_end(step: Coroutine[object, object, None]) -> None:
+    """Run a step of cleanup to its end even when this task is cancelled meanwhile, then let
+    the cancellation go on. An anyio cancel scope cancels every wait inside it, and closing a
+    connection that was cut short leaves it half closed (SQLAlchemy's own connections guard
+    their close the same way)."""
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+
+
 def _asyncpg(connection: object) -> asyncpg.Connection:
     if not isinstance(connection, asyncpg.Connection):  # pragma: no cover - another driver
         msg = "the database URL does not use asyncpg (postgresql+asyncpg://...)"
@@ -265,12 +281,12 @@ class Reader:
             connection = await engine.raw_connection()
 
             async def invalidate(exc: BaseException) -> None:
-                await greenlet_spawn(connection.invalidate, exc)
+                await _to_the_end(greenlet_spawn(connection.invalidate, exc))
 
             try:
                 yield _asyncpg(connection.driver_connection), invalidate
             finally:
-                await greenlet_spawn(connection.close)  # back to the pool
+                await _to_the_end(greenlet_spawn(connection.close))  # back to the pool
 
         return cls(pooled, gate)
 

@@ -1,7 +1,10 @@
 """The session dependency is the unit of work: commit on success, roll back on error."""
 
 import asyncio
+import contextlib
+import logging
 
+import anyio
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -112,6 +115,34 @@ async def test_a_read_gives_its_connection_back_before_the_request_ends(
 
     assert not gate.locked()
     assert "Checked out connections: 0" in engine.pool.status(), "back in the pool"
+
+
+async def test_a_cancelled_read_still_closes_its_connection_cleanly(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Returned to a full pool, an overflow connection is closed, which waits on the server. An
+    # anyio cancel scope cancels every wait inside it: the close must still run to its end
+    # (cut short, SQLAlchemy logs "Exception closing connection" and the socket is left).
+    engine = create_engine(
+        DatabaseSettings(url=SecretStr(database_url), pool_size=1, max_overflow=1),
+        application_name="test",
+    )
+    reader = Reader.on(engine)
+    try:
+        async with contextlib.AsyncExitStack() as first:
+            await first.enter_async_context(reader.connection())
+            with anyio.CancelScope() as scope:
+                async with reader.connection():  # the overflow connection
+                    await first.aclose()  # the pool's own connection is back: the pool is full
+                    scope.cancel()
+                    await anyio.sleep(30)  # cancelled at once
+        assert scope.cancelled_caught
+        assert "Checked out connections: 0" in engine.pool.status()
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        async with asyncio.timeout(5), reader.connection() as connection:
+            assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()
 
 
 def test_a_driver_statement_takes_values_by_name_in_the_drivers_order() -> None:
