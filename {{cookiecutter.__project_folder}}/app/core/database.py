@@ -272,8 +272,9 @@ class Reader:
         """Read through ``engine``'s pool, on the pooled connection itself.
 
         No SQLAlchemy ``Connection`` wraps it and no isolation level is switched for the read
-        and back (that cost about 55 µs of CPU per read, as much as asyncpg's own work). The
-        pool's reset on return finds no transaction to roll back: it sends nothing.
+        and back: about 40 µs less CPU per read, measured in a loop (asyncpg's own work for a
+        read is about 50 µs). The pool's reset on return finds no transaction to roll back: it
+        sends nothing.
         """
 
         @asynccontextmanager
