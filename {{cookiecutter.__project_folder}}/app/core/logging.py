@@ -35,26 +35,61 @@ def _drop_color_message(
     return event
 
 
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ``ProcessorFormatter``, with a shorter path for structlog's own records.
+
+    Those arrive with their event dict complete (every processor already ran), so they are
+    rendered from a copy of it, without the record copy and the second pass the base class makes
+    for every record; the copy leaves ``record.msg`` intact for other handlers (``caplog``).
+    Records of other libraries take the base class's path through ``foreign_pre_chain``.
+    """
+
+    def __init__(
+        self, renderer: structlog.types.Processor, foreign: list[structlog.types.Processor]
+    ) -> None:
+        super().__init__(
+            foreign_pre_chain=foreign,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+        self._renderer = renderer
+
+    def format(self, record: logging.LogRecord) -> str:
+        method = record.__dict__.get("_name")  # set by wrap_for_formatter
+        if method is None or not isinstance(record.msg, dict):
+            return super().format(record)
+        rendered = self._renderer(None, method, dict(record.msg))
+        return rendered if isinstance(rendered, str) else str(rendered)
+
+
 def configure_logging(settings: Settings) -> None:
     """Route structlog and stdlib logging through one formatter chosen by the settings."""
-    shared: list[structlog.types.Processor] = [
+    # structlog's own events get these; records of other libraries also their `extra` fields,
+    # minus uvicorn's coloured copy (the two do nothing for structlog's events).
+    own: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    foreign: list[structlog.types.Processor] = [
+        *own[:3],
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *own[3:],
     ]
     renderer: structlog.types.Processor
     if settings.log_format == "json":
-        shared.append(structlog.processors.format_exc_info)
+        own.append(structlog.processors.format_exc_info)
+        foreign.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer()
 
     structlog.configure(
         processors=[
-            *shared,
+            # A line below the level costs a level check, not a pass through the processors.
+            structlog.stdlib.filter_by_level,
+            *own,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -63,12 +98,7 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
+    handler.setFormatter(_Formatter(renderer, foreign))
     # No record needs where it was logged from, nor the thread or process that logged it
     # (no format shows them): skip computing them for every line, as the logging
     # HOWTO's "Optimization" section describes. A worker logs two lines per task.

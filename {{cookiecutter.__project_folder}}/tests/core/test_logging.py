@@ -1,6 +1,10 @@
+import json
 import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 
 import pytest
+import structlog
 from httpx import AsyncClient
 
 from app.core.logging import configure_logging
@@ -65,3 +69,85 @@ def test_log_format_follows_environment_unless_set() -> None:
     assert Settings(environment=Environment.DEVELOPMENT).log_format == "console"
     explicit = Settings(environment=Environment.DEVELOPMENT, logging=LoggingSettings(format="json"))
     assert explicit.log_format == "json"
+
+
+@pytest.fixture
+def reconfigure() -> Iterator[Callable[[Settings], None]]:
+    """Configure logging for one test; the test processes' own configuration comes back after."""
+    yield configure_logging
+    configure_logging(Settings(environment=Environment.TEST))
+
+
+def test_own_events_are_json_lines_with_their_context(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(Settings(environment=Environment.PRODUCTION))
+    log = structlog.get_logger("app.orders.service")
+
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        log.info("order.created", order_id="o-1", total="12.50")
+        try:
+            raise ValueError("no such item")
+        except ValueError:
+            log.exception("order.failed")
+
+    created, failed = [json.loads(line) for line in capsys.readouterr().out.splitlines()[-2:]]
+    assert created == {
+        "order_id": "o-1",
+        "total": "12.50",
+        "event": "order.created",
+        "request_id": "r-1",
+        "level": "info",
+        "logger": "app.orders.service",
+        "timestamp": created["timestamp"],
+    }
+    assert datetime.fromisoformat(str(created["timestamp"])).utcoffset() == timedelta(0)
+    assert failed["level"] == "error"
+    assert "ValueError: no such item" in failed["exception"]
+
+
+def test_other_handlers_get_the_event_itself(
+    reconfigure: Callable[[Settings], None],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reconfigure(Settings(environment=Environment.DEVELOPMENT))
+    caplog.set_level(logging.INFO)
+
+    structlog.get_logger("app.test").info("thing.done", thing_id="t-1")
+
+    [event] = _events(caplog, "thing.done")
+    assert event["thing_id"] == "t-1"
+    assert event["level"] == "info"
+    assert "thing.done" in capsys.readouterr().out, "rendered by our handler too"
+
+
+def test_lines_below_the_level_are_dropped(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(
+        Settings(environment=Environment.PRODUCTION, logging=LoggingSettings(level="WARNING"))
+    )
+    log = structlog.get_logger("app.test")
+
+    log.info("routine.detail")
+    log.warning("worth.a.look")
+
+    out = capsys.readouterr().out
+    assert "routine.detail" not in out
+    assert '"event": "worth.a.look"' in out
+
+
+def test_console_lines_show_the_exception(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(Settings(environment=Environment.DEVELOPMENT))
+
+    try:
+        raise RuntimeError("broken pipe")
+    except RuntimeError:
+        structlog.get_logger("app.test").exception("job.crashed")
+
+    out = capsys.readouterr().out
+    assert "job.crashed" in out
+    assert "RuntimeError: broken pipe" in out

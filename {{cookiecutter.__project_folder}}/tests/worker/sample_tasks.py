@@ -22,9 +22,13 @@ MISSING_PARENT = 404
 
 
 def append(path: str, line: str) -> None:
-    """Append one line to the trace file (a single small write, so lines never interleave)."""
-    with Path(path).open("a", encoding="utf-8") as file:
-        file.write(f"{line}\n")
+    """Append one line to the trace file: one small write with O_APPEND, so lines of concurrent
+    tasks never interleave (and no buffered file object to build for each line)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def note(path: str, line: str) -> int:
