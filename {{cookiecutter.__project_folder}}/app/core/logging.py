@@ -63,19 +63,20 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
 
 def configure_logging(settings: Settings) -> None:
     """Route structlog and stdlib logging through one formatter chosen by the settings."""
-    # structlog's own events get these; records of other libraries also their `extra` fields,
-    # minus uvicorn's coloured copy (the two do nothing for structlog's events).
-    own: list[structlog.types.Processor] = [
+    context: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # Records of other libraries also carry their `extra` fields, minus uvicorn's coloured copy
+    # (the two steps do nothing for structlog's own events).
+    own: list[structlog.types.Processor] = [*context, stamp]
     foreign: list[structlog.types.Processor] = [
-        *own[:3],
+        *context,
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
-        *own[3:],
+        stamp,
     ]
     renderer: structlog.types.Processor
     if settings.log_format == "json":
