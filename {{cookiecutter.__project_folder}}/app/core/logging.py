@@ -44,20 +44,12 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     Records of other libraries take the base class's path through ``foreign_pre_chain``.
     """
 
-    def __init__(
-        self, renderer: structlog.types.Processor, foreign: list[structlog.types.Processor]
-    ) -> None:
-        super().__init__(
-            foreign_pre_chain=foreign,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-        self._renderer = renderer
-
     def format(self, record: logging.LogRecord) -> str:
         method = record.__dict__.get("_name")  # set by wrap_for_formatter
         if method is None or not isinstance(record.msg, dict):
             return super().format(record)
-        rendered = self._renderer(None, method, dict(record.msg))
+        renderer = self.processors[-1]  # the last processor renders
+        rendered = renderer(None, method, dict(record.msg))
         return rendered if isinstance(rendered, str) else str(rendered)
 
 
@@ -99,7 +91,12 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(_Formatter(renderer, foreign))
+    handler.setFormatter(
+        _Formatter(
+            foreign_pre_chain=foreign,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     # No record needs where it was logged from, nor the thread or process that logged it
     # (no format shows them): skip computing them for every line, as the logging
     # HOWTO's "Optimization" section describes. A worker logs two lines per task.

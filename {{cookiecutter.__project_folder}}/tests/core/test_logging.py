@@ -19,6 +19,13 @@ def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, objec
     ]
 
 
+@pytest.fixture
+def reconfigure() -> Iterator[Callable[[Settings], None]]:
+    """Configure logging for one test; the test processes' own configuration comes back after."""
+    yield configure_logging
+    configure_logging(Settings(environment=Environment.TEST))
+
+
 async def test_request_id_is_echoed_and_logged(
     client: AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -49,9 +56,10 @@ async def test_unsafe_request_id_is_replaced(client: AsyncClient, unsafe: str) -
     assert len(response.headers["x-request-id"]) == 32
 
 
-def test_production_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(environment=Environment.PRODUCTION)
-    configure_logging(settings)
+def test_production_logs_are_json_lines(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(Settings(environment=Environment.PRODUCTION))
 
     logging.getLogger("some.library").warning(
         "disk %s is full", "sda", extra={"color_message": "coloured copy", "device": "sda"}
@@ -69,13 +77,6 @@ def test_log_format_follows_environment_unless_set() -> None:
     assert Settings(environment=Environment.DEVELOPMENT).log_format == "console"
     explicit = Settings(environment=Environment.DEVELOPMENT, logging=LoggingSettings(format="json"))
     assert explicit.log_format == "json"
-
-
-@pytest.fixture
-def reconfigure() -> Iterator[Callable[[Settings], None]]:
-    """Configure logging for one test; the test processes' own configuration comes back after."""
-    yield configure_logging
-    configure_logging(Settings(environment=Environment.TEST))
 
 
 def test_own_events_are_json_lines_with_their_context(
