@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from structlog.types import EventDict
 
 from app.core.database import Reader
 from app.core.logging import configure_logging
@@ -69,9 +71,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _logging_configured() -> None:
     """Logging as every process of the service sets it up at start (``create_app``, the
-    worker): structlog's events become standard-library records, so ``caplog`` sees them
-    whichever test a test process happens to run first."""
+    worker), whichever test a test process happens to run first."""
     configure_logging(Settings(environment=Environment.TEST))
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[EventDict]]:
+    """The service's log events while the test runs, as dicts: ``"event"``, ``"log_level"``,
+    the bound context and the fields, every level included. Request it after the fixtures that
+    build an app (``client``): ``create_app`` configures logging, which ends a capture begun
+    before."""
+    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as events:
+        yield events
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,34 @@
-"""Structured logging through the standard library, and the request-context middleware.
+"""Structured logging, and the request-context middleware.
 
-structlog renders every record, ours and those of uvicorn, SQLAlchemy or taskiq, so one
-pipeline decides the format: JSON lines in production, readable console output elsewhere.
+Every line has one format, chosen by the settings: JSON lines in production, readable console
+output elsewhere. Lines come two ways:
+
+- the service's own events (``log = structlog.get_logger(__name__)``) go from structlog's
+  processors straight to the output: no standard-library ``LogRecord``, logger or formatter in
+  between;
+- the records of other libraries (uvicorn, SQLAlchemy, taskiq) go through the standard library's
+  root logger to this module's handler, which renders them with the same processors.
+
+Both write to the handler's stream under the handler's lock, one write per line, so lines never
+interleave whichever thread logs. A handler attached to the root logger sees the other
+libraries' records only; tests capture the service's events with ``structlog.testing``.
 """
 
+import json
 import logging
 import re
 import sys
 import time
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TextIO
 
+import orjson
 import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.types import EventDict, Processor
 
 from app.core.context import request_id_var
 from app.core.errors import internal_error_response
@@ -23,83 +39,131 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 _HANDLER_NAME = "app"
+# structlog's method names ("info", "warning", ...) and their levels.
+_LEVELS: Mapping[str, int] = {
+    name.lower(): level for name, level in logging.getLevelNamesMapping().items()
+}
 
 log = structlog.get_logger(__name__)
 
 
-def _drop_color_message(
-    _logger: object, _method: str, event: structlog.types.EventDict
-) -> structlog.types.EventDict:
-    # uvicorn passes a coloured copy of each message as an extra; it is noise in every format.
-    event.pop("color_message", None)
+@dataclass(slots=True)
+class _Output:
+    """Where lines go and from which level: ``configure_logging`` sets both, and loggers
+    already in use follow (structlog keeps each logger from its first use)."""
+
+    handler: logging.StreamHandler[TextIO]
+    level: int
+
+
+_output = _Output(logging.StreamHandler(sys.stdout), logging.INFO)
+# The processors of the service's events: one list, changed in place by ``configure_logging``,
+# so loggers already in use follow too.
+_processors: list[Processor] = []
+
+
+class _Lines:
+    """structlog's logger for the service's own events: each rendered line goes to the
+    handler's stream, under the handler's lock, with one write and a flush.
+
+    The access line of a request cost about 52 µs of CPU in the server as a standard-library
+    record (``LogRecord``, logger, handler, a formatter copying the event) and 29 µs this way
+    with orjson; a worker writes two lines per task.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name  # the "logger" field (structlog.stdlib.add_logger_name reads it)
+
+    def msg(self, line: str) -> None:
+        """Write one rendered line."""
+        handler = _output.handler
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
+        finally:
+            handler.release()
+
+    debug = info = warning = error = critical = msg
+
+
+def _lines(*args: object) -> _Lines:
+    # structlog.get_logger(name) passes the name on.
+    return _Lines(args[0] if args and isinstance(args[0], str) else None)
+
+
+def _at_level(_logger: object, method: str, event: EventDict) -> EventDict:
+    # First in the chain: a line below the level costs a lookup, not a pass through the rest.
+    if _LEVELS.get(method, logging.CRITICAL) < _output.level:
+        raise structlog.DropEvent
     return event
 
 
-class _Formatter(structlog.stdlib.ProcessorFormatter):
-    """structlog's ``ProcessorFormatter``, with a shorter path for structlog's own records.
+def _drop_copies(_logger: object, _method: str, event: EventDict) -> EventDict:
+    # Copies of the event that ExtraAdder would add as fields: uvicorn's coloured copy of each
+    # message, and the rendered message a handler before ours (pytest's) leaves on the record.
+    event.pop("color_message", None)
+    event.pop("message", None)
+    return event
 
-    Those arrive with their event dict complete (every processor already ran), so they are
-    rendered from a copy of it, without the record copy and the second pass the base class makes
-    for every record; the copy leaves ``record.msg`` intact for other handlers (``caplog``).
-    Records of other libraries take the base class's path through ``foreign_pre_chain``.
-    """
 
-    def format(self, record: logging.LogRecord) -> str:
-        method = record.__dict__.get("_name")  # set by wrap_for_formatter
-        if method is None or not isinstance(record.msg, dict):
-            return super().format(record)
-        renderer = self.processors[-1]  # the last processor renders
-        rendered = renderer(None, method, dict(record.msg))
-        return rendered if isinstance(rendered, str) else str(rendered)
+def _json_line(event: EventDict, *, default: Callable[[object], object]) -> str:
+    """The event as one line of JSON, by orjson (about 8 µs less per line than ``json.dumps``);
+    what orjson refuses (an integer beyond 64 bits) goes through ``json.dumps``."""
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(event, default=default)
 
 
 def configure_logging(settings: Settings) -> None:
-    """Route structlog and stdlib logging through one formatter chosen by the settings."""
-    context: list[structlog.types.Processor] = [
+    """Send the service's events and every library's records to one output, in the format
+    and from the level the settings choose."""
+    context: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
     ]
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    # Records of other libraries also carry their `extra` fields, minus uvicorn's coloured copy
-    # (the two steps do nothing for structlog's own events).
-    own: list[structlog.types.Processor] = [*context, stamp]
-    foreign: list[structlog.types.Processor] = [
+    own: list[Processor] = [_at_level, *context, stamp]
+    # Records of other libraries also carry their `extra` fields.
+    foreign: list[Processor] = [
         *context,
         structlog.stdlib.ExtraAdder(),
-        _drop_color_message,
+        _drop_copies,
         stamp,
     ]
-    renderer: structlog.types.Processor
+    renderer: Processor
     if settings.log_format == "json":
         own.append(structlog.processors.format_exc_info)
         foreign.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_json_line)
     else:
         renderer = structlog.dev.ConsoleRenderer()
 
-    structlog.configure(
-        processors=[
-            # A line below the level costs a level check, not a pass through the processors.
-            structlog.stdlib.filter_by_level,
-            *own,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
     handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
-        _Formatter(
+        structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=foreign,
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    level = logging.getLevelNamesMapping()[settings.logging.level]
+    _output.handler, _output.level = handler, level
+    _processors[:] = [*own, renderer]
+    structlog.configure(
+        processors=_processors,
+        logger_factory=_lines,
+        # Every method logs; _at_level drops what is below the current level.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        cache_logger_on_first_use=True,
+    )
     # No record needs where it was logged from, nor the thread or process that logged it
     # (no format shows them): skip computing them for every line, as the logging
-    # HOWTO's "Optimization" section describes. A worker logs two lines per task.
+    # HOWTO's "Optimization" section describes.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
@@ -109,7 +173,7 @@ def configure_logging(settings: Settings) -> None:
     # duplicate lines and handlers that others attached (pytest's caplog) keep working.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME]
     root.addHandler(handler)
-    root.setLevel(settings.logging.level)
+    root.setLevel(level)
     # uvicorn installs handlers of its own; send its records through ours instead. Its access log
     # is replaced by the "http.request" event of RequestContextMiddleware.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

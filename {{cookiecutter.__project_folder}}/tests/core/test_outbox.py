@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from structlog.types import EventDict
 
 from app.core.errors import Conflict
 from app.core.outbox import _DELETE_PUBLISHED, Outbox, OutboxMessage, enqueue
@@ -276,7 +277,7 @@ async def test_a_failed_delete_leaves_the_rows_to_the_relay(
     sessionmaker: async_sessionmaker[AsyncSession],
     publisher: JetStreamBroker,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    log_events: list[EventDict],
 ) -> None:
     writer = relay_now(sessionmaker, publisher)
     writer.attach(session)
@@ -289,10 +290,7 @@ async def test_a_failed_delete_leaves_the_rows_to_the_relay(
     await cut_off.settle()
     await unreachable.dispose()
 
-    assert any(
-        isinstance(record.msg, dict) and record.msg.get("event") == "outbox.delete_failed"
-        for record in caplog.records
-    )
+    assert "outbox.delete_failed" in [event["event"] for event in log_events]
     [row] = await outbox_rows(session, publisher.queue)
     assert row.id == task_id
     assert await writer.relay_once() == 1, "the relay publishes it again (JetStream dedups)"
