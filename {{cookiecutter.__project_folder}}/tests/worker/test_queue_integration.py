@@ -36,11 +36,23 @@ async def app_producer(shared_queue: Settings) -> AsyncIterator[JetStreamBroker]
 
 
 @pytest.mark.usefixtures("shared_worker", "app_producer")
-async def test_worker_runs_a_task_sent_by_the_api_process(trace: Path) -> None:
+async def test_worker_runs_a_task_sent_by_the_api_process(
+    trace: Path, shared_worker_log: Path
+) -> None:
     # The app's own broker, as the API process sends tasks, on the shared worker's queue.
-    await sample_tasks.record.kiq(str(trace), "hello")
+    sent = await sample_tasks.record.kiq(str(trace), "hello")
 
     await wait_for(lambda: lines(trace) == ["hello"], what="the task to run")
+    # One line says that the task started (logged before it ran): the worker's own, with the
+    # task's context; taskiq's "Executing task" line is not written.
+    output = lines(shared_worker_log)
+    started = [
+        event
+        for event in (json.loads(line) for line in output if line.startswith("{"))
+        if event["event"] == "task.started" and event["task_id"] == sent.task_id
+    ]
+    assert [event["task_name"] for event in started] == ["tests.record"]
+    assert not [line for line in output if "Executing task" in line]
 
 
 @pytest.mark.usefixtures("shared_worker")
