@@ -141,17 +141,18 @@ def test_own_and_library_lines_never_interleave(
 
 
 class _SlowStream(io.StringIO):
-    """A stream that lets other threads run between the characters it writes: two writers
-    that did not share one lock would mix their lines."""
+    """A stream that lets other threads run in the middle of each write: two writers that did
+    not share one lock would mix their lines."""
 
     def __init__(self) -> None:
         super().__init__()
         self.parts: list[str] = []
 
     def write(self, text: str) -> int:
-        for character in text:
-            self.parts.append(character)
-            time.sleep(0)
+        middle = len(text) // 2
+        self.parts.append(text[:middle])
+        time.sleep(0)  # gives up the GIL: a writer without the lock would write here
+        self.parts.append(text[middle:])
         return len(text)
 
 
