@@ -14,11 +14,13 @@ interleave whichever thread logs. A handler attached to the root logger sees the
 libraries' records only; tests capture the service's events with ``structlog.testing``.
 """
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,12 +79,18 @@ class _Lines:
         self.name = name  # the "logger" field (structlog.stdlib.add_logger_name reads it)
 
     def msg(self, line: str) -> None:
-        """Write one rendered line."""
+        """Write one rendered line; a line that cannot be written (a closed pipe, a full disk)
+        is reported on stderr and never fails the request or task that logged it, as with the
+        standard library's handlers."""
         handler = _output.handler
         handler.acquire()
         try:
             handler.stream.write(line + handler.terminator)
             handler.stream.flush()
+        except Exception:  # noqa: BLE001 - whatever the stream raised, the caller goes on
+            if logging.raiseExceptions:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"--- Logging error ---\n{traceback.format_exc()}")
         finally:
             handler.release()
 
@@ -110,12 +118,21 @@ def _drop_copies(_logger: object, _method: str, event: EventDict) -> EventDict:
 
 
 def _json_line(event: EventDict, *, default: Callable[[object], object]) -> str:
-    """The event as one line of JSON, by orjson (about 8 µs less per line than ``json.dumps``);
-    what orjson refuses (an integer beyond 64 bits) goes through ``json.dumps``."""
+    """The event as one line of JSON, by orjson (about 8 µs less per line than ``json.dumps``).
+
+    What orjson refuses (an integer beyond 64 bits, a key of another type) goes through
+    ``json.dumps``; a value it cannot render either (one that contains itself) leaves the event's
+    name and the error, so logging never fails the code that logs.
+    """
     try:
         return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(event, default=default)
+        pass
+    try:
+        return json.dumps(event, default=default, skipkeys=True)
+    except (TypeError, ValueError) as exc:
+        names = {key: str(event.get(key)) for key in ("event", "level", "logger", "timestamp")}
+        return json.dumps({**names, "log_error": repr(exc)})
 
 
 def configure_logging(settings: Settings) -> None:

@@ -176,6 +176,41 @@ def test_loggers_in_use_follow_a_new_configuration(
     assert line["size"] == 2**70
 
 
+def test_a_line_that_cannot_be_written_does_not_fail_the_caller(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(Settings(environment=Environment.PRODUCTION))
+    [handler] = [h for h in logging.getLogger().handlers if h.get_name() == "app"]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(_BrokenPipe())
+
+    structlog.get_logger("app.test").info("lost.line")  # raises nothing
+
+    assert "BrokenPipeError" in capsys.readouterr().err
+
+
+class _BrokenPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(text)
+
+
+def test_values_json_cannot_render_leave_the_event_and_the_error(
+    reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reconfigure(Settings(environment=Environment.PRODUCTION))
+    loop: list[object] = []
+    loop.append(loop)
+    log = structlog.get_logger("app.test")
+
+    log.info("odd.keys", counts={("a", 1): 2, "b": 3})
+    log.info("loop", value=loop)
+
+    keys, looped = _json_lines(capsys.readouterr().out)
+    assert keys["counts"] == {"b": 3}
+    assert looped["event"] == "loop"
+    assert "Circular reference" in str(looped["log_error"])
+
+
 def test_lines_below_the_level_are_dropped(
     reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
