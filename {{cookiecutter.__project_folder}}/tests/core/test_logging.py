@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import TextIO
 
 import pytest
 import structlog
@@ -19,6 +20,12 @@ def _json_lines(out: str) -> list[dict[str, object]]:
     lines = [json.loads(line) for line in out.splitlines()]
     assert all(isinstance(line, dict) for line in lines)
     return lines
+
+
+def _our_handler() -> logging.StreamHandler[TextIO]:
+    [handler] = [h for h in logging.getLogger().handlers if h.get_name() == "app"]
+    assert isinstance(handler, logging.StreamHandler)
+    return handler
 
 
 @pytest.fixture
@@ -94,7 +101,7 @@ def test_own_events_are_json_lines_with_their_context(
         except ValueError:
             log.exception("order.failed")
 
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = _json_lines(capsys.readouterr().out)
     [created] = [line for line in lines if line["event"] == "order.created"]
     [failed] = [line for line in lines if line["event"] == "order.failed"]
     assert created == {
@@ -108,17 +115,15 @@ def test_own_events_are_json_lines_with_their_context(
     }
     assert datetime.fromisoformat(str(created["timestamp"])).utcoffset() == timedelta(0)
     assert failed["level"] == "error"
-    assert "ValueError: no such item" in failed["exception"]
+    assert "ValueError: no such item" in str(failed["exception"])
 
 
 def test_own_and_library_lines_never_interleave(
     reconfigure: Callable[[Settings], None],
 ) -> None:
     reconfigure(Settings(environment=Environment.PRODUCTION))
-    [handler] = [h for h in logging.getLogger().handlers if h.get_name() == "app"]
-    assert isinstance(handler, logging.StreamHandler)
     stream = _SlowStream()
-    handler.setStream(stream)
+    _our_handler().setStream(stream)
     own, library = structlog.get_logger("app.test"), logging.getLogger("some.library")
 
     def write(writer: int) -> None:
@@ -180,9 +185,7 @@ def test_a_line_that_cannot_be_written_does_not_fail_the_caller(
     reconfigure: Callable[[Settings], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
     reconfigure(Settings(environment=Environment.PRODUCTION))
-    [handler] = [h for h in logging.getLogger().handlers if h.get_name() == "app"]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(_BrokenPipe())
+    _our_handler().setStream(_BrokenPipe())
 
     structlog.get_logger("app.test").info("lost.line")  # raises nothing
 
