@@ -205,6 +205,7 @@ class Options:
     endpoints: tuple[Endpoint, ...]
     skip_queue: bool
     tasks: int
+    fastapi: bool
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         help="which paths to measure, comma-separated (default get,list,post,patch)",
     )
     add("--skip-queue", action="store_true", help="do not run queue_bench.py")
+    add(
+        "--fastapi",
+        action="store_true",
+        help="also measure fastapi_app.py (plain FastAPI on the raw app's SQL), for scale",
+    )
     add("--tasks", type=int, default=queue_bench.DEFAULT_TASKS, help="queue_bench.py --tasks")
     # Any from argparse below; each value has the type its option converts to.
     args = parser.parse_args(argv)
@@ -318,6 +324,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         endpoints=tuple(e for e in ENDPOINTS if e.key in keys),
         skip_queue=bool(args.skip_queue),
         tasks=int(args.tasks),
+        fastapi=bool(args.fastapi),
     )
 
 
@@ -674,11 +681,12 @@ def wrk_version(binary: str) -> str:
 
 
 def api_table(options: Options, measured: Measured) -> list[str]:
+    apps = "template/raw/FastAPI" if options.fastapi else "template/raw"
     lines = [
         f"HTTP API: one uvicorn process per app (uvloop, httptools), wrk -t{options.threads} "
         f"-c{options.connections}, {options.warmup} s warm-up + {options.duration} s per run, "
-        f"{options.rounds} round(s) per path interleaved template/raw; each figure is the median "
-        "of the rounds, the ratio the median of the per-round ratios",
+        f"{options.rounds} round(s) per path interleaved {apps}; "
+        "each figure is the median of the rounds, the ratio the median of the per-round ratios",
         "",
         "| path | template req/s | p50 ms | p99 ms | raw req/s | p50 ms | p99 ms "
         "| ratio | target | CPU µs/req template | raw | CPU ratio |",
@@ -712,6 +720,34 @@ def api_table(options: Options, measured: Measured) -> list[str]:
     return lines
 
 
+def fastapi_table(options: Options, measured: Measured) -> list[str]:
+    """Plain FastAPI (fastapi_app.py) beside both: FastAPI's own share of the gap, and the
+    share of the project's layers."""
+    lines = [
+        "",
+        "For scale, plain FastAPI on the raw app's SQL (fastapi_app.py), same runs:",
+        "",
+        "| path | FastAPI req/s | p50 ms | p99 ms | CPU µs/req | FastAPI / raw "
+        "| template / FastAPI |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for endpoint in options.endpoints:
+        template = measured.runs.get((endpoint.key, "template"), [])
+        raw = measured.runs.get((endpoint.key, "raw"), [])
+        plain = measured.runs.get((endpoint.key, "fastapi"), [])
+        over_raw = [f.rate / r.rate for f, r in zip(plain, raw, strict=True) if r.rate > 0]
+        template_over = [t.rate / f.rate for t, f in zip(template, plain, strict=True) if f.rate]
+        lines.append(
+            f"| {endpoint.label} "
+            f"| {median([run.rate for run in plain]):,.0f} "
+            f"| {median([run.p50_ms for run in plain]):.1f} "
+            f"| {median([run.p99_ms for run in plain]):.1f} "
+            f"| {median([run.cpu_us for run in plain]):,.0f} "
+            f"| {median(over_raw):.2f} | {median(template_over):.2f} |"
+        )
+    return lines
+
+
 def rounds_detail(options: Options, measured: Measured) -> list[str]:
     lines = ["", "Each round (req/s, p50 / p99 ms; server CPU per request):"]
     for endpoint in options.endpoints:
@@ -719,11 +755,19 @@ def rounds_detail(options: Options, measured: Measured) -> list[str]:
         raw = measured.runs.get((endpoint.key, "raw"), [])
         for number, (t, r) in enumerate(zip(template, raw, strict=True), start=1):
             ratio = t.rate / r.rate if r.rate > 0 else float("nan")
-            lines.append(
+            line = (
                 f"  {endpoint.label}, round {number}: template {t.rate:,.0f} "
                 f"({t.p50_ms:.1f} / {t.p99_ms:.1f}; {t.cpu_us:,.0f} µs CPU), raw {r.rate:,.0f} "
                 f"({r.p50_ms:.1f} / {r.p99_ms:.1f}; {r.cpu_us:,.0f} µs CPU), ratio {ratio:.2f}"
             )
+            plain = measured.runs.get((endpoint.key, "fastapi"), [])
+            if number <= len(plain):
+                f = plain[number - 1]
+                line += (
+                    f"; FastAPI {f.rate:,.0f} ({f.p50_ms:.1f} / {f.p99_ms:.1f}; "
+                    f"{f.cpu_us:,.0f} µs CPU)"
+                )
+            lines.append(line)
     return lines
 
 
@@ -860,8 +904,20 @@ async def api_part(context: Context) -> Measured:
                 log=scratch / "raw.log",
             )
         )
+        servers: tuple[Server, ...] = (template, raw)
+        if options.fastapi:
+            plain = await stack.enter_async_context(
+                server(
+                    "fastapi",
+                    arguments=["--factory", "fastapi_app:create_app", "--app-dir", str(BENCH_DIR)],
+                    env=raw_env(database_url, context.nats_url, subject),
+                    prefix="/orders",
+                    ready_path="/orders?limit=1",
+                    log=scratch / "fastapi.log",
+                )
+            )
+            servers += (plain,)
         scripts = write_scripts(scratch)
-        servers = (template, raw)
         try:
             for endpoint in options.endpoints:
                 loads = await prepare_loads(
@@ -942,6 +998,8 @@ async def main(argv: Sequence[str]) -> int:
         await client.close()
 
     lines = api_table(options, measured)
+    if options.fastapi:
+        lines += fastapi_table(options, measured)
     if queue is not None:
         lines += queue_table(queue)
     lines += rounds_detail(options, measured)

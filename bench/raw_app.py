@@ -19,10 +19,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
-# asyncpg ships no type information: its pool, connections and records are Any below.
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import nats
 import orjson
 from nats.aio.client import Client
@@ -77,7 +75,7 @@ TASK_TEMPLATE += '"args":["{order}"],"kwargs":{{}}}}'
 
 @dataclass
 class Resources:
-    pool: Any = None  # an asyncpg.Pool once started (Any: asyncpg has no types)
+    pool: "asyncpg.Pool[asyncpg.Record] | None" = None
     nats: Client | None = None
     jetstream: JetStreamContext | None = None
     subject: str = ""
@@ -103,7 +101,7 @@ def problem(status_code: int, title: str) -> Response:
     )
 
 
-def orders_of(rows: Sequence[Sequence[object]]) -> list[dict[str, object]]:
+def orders_of(rows: Sequence[asyncpg.Record]) -> list[dict[str, object]]:
     """Orders with their items from joined rows (one per item, the order's columns repeated)."""
     found: list[dict[str, object]] = []
     last_id: object = None
@@ -131,39 +129,38 @@ def orders_of(rows: Sequence[Sequence[object]]) -> list[dict[str, object]]:
     return found
 
 
-def order_response(order: dict[str, object], status_code: int = 200) -> Response:
+def order_headers(order: dict[str, object], *, created: bool = False) -> dict[str, str]:
+    """ETag and Content-Location (and Location, for a new order); takes the version out of
+    the order."""
     version = order.pop("version")
     location = f"/orders/{order['id']}"
     headers = {"ETag": f'"{version}"', "Content-Location": location}
-    if status_code == 201:  # noqa: PLR2004 - HTTP status
+    if created:
         headers["Location"] = location
+    return headers
+
+
+def order_response(order: dict[str, object], status_code: int = 200) -> Response:
+    headers = order_headers(order, created=status_code == 201)  # noqa: PLR2004 - HTTP status
     return json_response(order, status_code, **headers)
 
 
-def pool() -> Any:  # an asyncpg.Pool (Any: asyncpg has no types)
+def pool() -> "asyncpg.Pool[asyncpg.Record]":
     if resources.pool is None:
         msg = "the app has not started"
         raise RuntimeError(msg)
     return resources.pool
 
 
-async def get_order(request: Request) -> Response:
-    order_id: uuid.UUID = request.path_params["order_id"]
+async def order_by_id(order_id: uuid.UUID) -> dict[str, object] | None:
+    """The order with its items and version, or None."""
     rows = await pool().fetch(GET_ORDER, order_id)
-    if not rows:
-        return problem(404, "Order not found")
-    return order_response(orders_of(rows)[0])
+    return orders_of(rows)[0] if rows else None
 
 
-async def list_orders(request: Request) -> Response:
-    try:
-        limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        return problem(422, "limit is no integer")
-    if not 1 <= limit <= MAX_LIMIT:
-        return problem(422, f"limit must be 1 to {MAX_LIMIT}")
-    rows = await pool().fetch(LIST_PAGE, limit + 1)
-    orders = orders_of(rows)
+async def first_page(limit: int) -> dict[str, object]:
+    """The first ``limit`` orders, oldest first, and the cursor of the next page."""
+    orders = orders_of(await pool().fetch(LIST_PAGE, limit + 1))
     next_cursor = None
     if len(orders) > limit:
         orders = orders[:limit]
@@ -173,7 +170,24 @@ async def list_orders(request: Request) -> Response:
             next_cursor = f"{(created_at - _EPOCH) // _MICROSECOND}-{last['id'].hex}"
     for order in orders:
         del order["version"]
-    return json_response({"items": orders, "next_cursor": next_cursor})
+    return {"items": orders, "next_cursor": next_cursor}
+
+
+async def get_order(request: Request) -> Response:
+    order = await order_by_id(request.path_params["order_id"])
+    if order is None:
+        return problem(404, "Order not found")
+    return order_response(order)
+
+
+async def list_orders(request: Request) -> Response:
+    try:
+        limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        return problem(422, "limit is no integer")
+    if not 1 <= limit <= MAX_LIMIT:
+        return problem(422, f"limit must be 1 to {MAX_LIMIT}")
+    return json_response(await first_page(limit))
 
 
 class Invalid(Exception):
@@ -207,8 +221,13 @@ def parse_order(body: bytes) -> tuple[str, list[str], list[int], list[Decimal]]:
         skus.append(sku)
         quantities.append(quantity)
         prices.append(parse_price(item["unit_price"]))
+    return normalized(email), skus, quantities, prices
+
+
+def normalized(email: str) -> str:
+    """The address with its domain in lower case, as the example stores it."""
     local, _, domain = email.rpartition("@")
-    return f"{local}@{domain.lower()}", skus, quantities, prices
+    return f"{local}@{domain.lower()}"
 
 
 def parse_price(value: object) -> Decimal:
@@ -226,11 +245,10 @@ def parse_price(value: object) -> Decimal:
     return price.quantize(CENT)
 
 
-async def create_order(request: Request) -> Response:
-    try:
-        email, skus, quantities, prices = parse_order(await request.body())
-    except Invalid as error:
-        return problem(422, str(error))
+async def insert_order(
+    email: str, skus: list[str], quantities: list[int], prices: list[Decimal]
+) -> dict[str, object]:
+    """Store a new order in one transaction, then publish its task; the order as stored."""
     total = sum((p * q for p, q in zip(prices, quantities, strict=True)), Decimal("0.00"))
     order_id = uuid.uuid4()
     async with pool().acquire() as connection, connection.transaction():
@@ -242,8 +260,11 @@ async def create_order(request: Request) -> Response:
     task_id = uuid.uuid4().hex
     message = TASK_TEMPLATE.format(task=task_id, order=order_id).encode()
     await resources.jetstream.publish(resources.subject, message, headers={"Nats-Msg-Id": task_id})
+    if row is None:  # INSERT ... RETURNING always returns its row
+        msg = "the insert returned no row"
+        raise RuntimeError(msg)
     created_at, updated_at, version = row
-    order: dict[str, object] = {
+    return {
         "id": order_id,
         "customer_email": email,
         "status": "pending",
@@ -257,7 +278,25 @@ async def create_order(request: Request) -> Response:
         "updated_at": updated_at,
         "version": version,
     }
-    return order_response(order, 201)
+
+
+async def create_order(request: Request) -> Response:
+    try:
+        email, skus, quantities, prices = parse_order(await request.body())
+    except Invalid as error:
+        return problem(422, str(error))
+    return order_response(await insert_order(email, skus, quantities, prices), 201)
+
+
+async def cancel(order_id: uuid.UUID) -> dict[str, object] | str | None:
+    """Cancel a pending or processing order: the order as stored, else the status that
+    forbids it, or None when there is no such order."""
+    async with pool().acquire() as connection:
+        rows = await connection.fetch(CANCEL, order_id)
+        if rows:
+            return orders_of(rows)[0]
+        status: str | None = await connection.fetchval(STATUS_OF, order_id)
+    return status
 
 
 async def cancel_order(request: Request) -> Response:
@@ -267,15 +306,12 @@ async def cancel_order(request: Request) -> Response:
         return problem(422, "the body is no JSON")
     if data != {"status": "cancelled"}:
         return problem(422, 'only {"status": "cancelled"}')
-    order_id: uuid.UUID = request.path_params["order_id"]
-    async with pool().acquire() as connection:
-        rows = await connection.fetch(CANCEL, order_id)
-        if not rows:
-            status = await connection.fetchval(STATUS_OF, order_id)
-            if status is None:
-                return problem(404, "Order not found")
-            return problem(409, f"A {status} order cannot be cancelled")
-    return order_response(orders_of(rows)[0])
+    cancelled = await cancel(request.path_params["order_id"])
+    if cancelled is None:
+        return problem(404, "Order not found")
+    if isinstance(cancelled, str):
+        return problem(409, f"A {cancelled} order cannot be cancelled")
+    return order_response(cancelled)
 
 
 @asynccontextmanager
