@@ -18,17 +18,16 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
 import orjson
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.types import EventDict, Processor
 
@@ -37,6 +36,7 @@ from app.core.errors import internal_error_response
 from app.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_HEADER_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 # An incoming id is reused only when it is short and plain, so it is safe in logs and headers.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -224,8 +224,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or secrets.token_hex(16)
         token = request_id_var.set(request_id)
+        # bind and reset rather than structlog's bound_contextvars, which reads the whole
+        # context twice: the same effect for a fraction of the cost.
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = False
 
@@ -234,24 +237,25 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+                header = (_REQUEST_ID_HEADER_NAME, request_id.encode("latin-1"))
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         begin = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception:
-                log.exception("http.unhandled_error", path=scope["path"])
-                if started:
-                    raise
-                await internal_error_response(scope["path"])(scope, receive, send_with_id)
-            finally:
-                log.info(
-                    "http.request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round((time.perf_counter() - begin) * 1000, 2),
-                )
-                request_id_var.reset(token)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("http.unhandled_error", path=scope["path"])
+            if started:
+                raise
+            await internal_error_response(scope["path"])(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - begin) * 1000, 2),
+            )
+            structlog.contextvars.reset_contextvars(**bound)
+            request_id_var.reset(token)

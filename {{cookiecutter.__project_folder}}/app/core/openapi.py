@@ -9,7 +9,8 @@ FastAPI writes the paths and schemas; ``ServiceAPI.openapi`` then:
   give (500; 400 and 422 where a request has a body or parameters);
 - adds ``ErrorCode``, the catalogue of every code, and points ``Problem.code`` at it;
 - documents the headers: ``X-Request-ID`` on every response, ``Retry-After`` and ``Allow``
-  where an error sets them.
+  where an error sets them, and ``If-None-Match`` with its 304 on every GET whose 200 carries an
+  ``ETag`` (``app.core.conditional.NotModifiedMiddleware`` answers them).
 
 Route-specific headers (``Location``, ``ETag``) are declared on the route with ``header``.
 """
@@ -26,6 +27,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
+from app.core.conditional import IF_NONE_MATCH, IF_NONE_MATCH_DESCRIPTION, NOT_MODIFIED_KEEPS
 from app.core.database import get_reader
 from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import (
@@ -185,10 +187,34 @@ def _without_null(schema: Node) -> Node:
     return {**kept[0], **rest}
 
 
+def _add_not_modified(operation: Node) -> None:
+    """A GET whose 200 carries an ``ETag`` answers ``If-None-Match`` (``NotModifiedMiddleware``):
+    document the header and the 304, with the headers a 304 keeps."""
+    ok = operation["responses"].get(str(int(HTTPStatus.OK)), {})
+    headers: Node = ok.get("headers", {})
+    if "ETag" not in headers:
+        return
+    operation.setdefault("parameters", []).append(
+        {
+            "name": IF_NONE_MATCH,
+            "in": "header",
+            "required": False,
+            "description": IF_NONE_MATCH_DESCRIPTION,
+            "schema": {"type": "string", "title": IF_NONE_MATCH},
+        }
+    )
+    operation["responses"][str(int(HTTPStatus.NOT_MODIFIED))] = {
+        "description": "Not Modified: the resource still has an ETag the client sent",
+        "headers": {name: headers[name] for name in NOT_MODIFIED_KEEPS if name in headers},
+    }
+
+
 def _finish_operation(
     operation: Node, route: APIRoute, path: str, known: Mapping[str, type[AppError]]
 ) -> set[str]:
     """Finish one operation's parameters and responses; return the error codes it documents."""
+    if route.methods and "GET" in route.methods:
+        _add_not_modified(operation)
     for parameter in operation.get("parameters", []):
         parameter["schema"] = _without_null(parameter["schema"])
     responses: Node = operation["responses"]

@@ -10,9 +10,7 @@ once, in pydantic's JSON parser. Writes go through ``OrderService`` and its repo
 import uuid
 from datetime import datetime
 from functools import cache
-from typing import Annotated
 
-from fastapi import Depends
 from sqlalchemy import (
     JSON,
     ColumnElement,
@@ -30,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from app.core.conditional import strong_etag
-from app.core.database import DriverStatement, Reader, ReaderDep
+from app.core.database import DriverStatement, Reader
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Order, OrderItem
 from app.orders.schemas import OrderFilters, OrderRead, OrderView
@@ -153,11 +151,3 @@ def _page_statement(*, by_status: bool, by_customer: bool, after: bool) -> Drive
             > tuple_(bindparam("after_created_at"), bindparam("after_id"))
         )
     return DriverStatement(statement.order_by(Order.created_at, Order.id).limit(bindparam("limit")))
-
-
-async def get_order_queries(reader: ReaderDep) -> OrderQueries:
-    """The reads of orders, through the lifespan's reader."""
-    return OrderQueries(reader)
-
-
-OrderQueriesDep = Annotated[OrderQueries, Depends(get_order_queries)]
