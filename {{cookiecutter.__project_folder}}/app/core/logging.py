@@ -77,7 +77,7 @@ class _Lines:
     __slots__ = ("name",)
 
     def __init__(self, name: str | None) -> None:
-        self.name = name  # the "logger" field (structlog.stdlib.add_logger_name reads it)
+        self.name = name  # the "logger" field (_stamp reads it)
 
     def msg(self, line: str) -> None:
         """Write one rendered line; a line that cannot be written (a closed pipe, a full disk)
@@ -110,6 +110,40 @@ def _at_level(_logger: object, method: str, event: EventDict) -> EventDict:
     return event
 
 
+# structlog's level names for the methods that are not named after a level.
+_LEVEL_OF_METHOD: Mapping[str, str] = {"warn": "warning", "exception": "error"}
+# The date and time of day of the current second, formatted once per second.
+_second: tuple[int, str] = (-1, "")
+
+
+def _utc_timestamp() -> str:
+    """Now, in UTC, as ISO 8601 with microseconds and a Z: ``2026-11-28T10:00:00.123456Z``."""
+    global _second  # noqa: PLW0603 - a cache, replaced whole (one assignment, thread-safe)
+    now = time.time()
+    whole = int(now)
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+def _stamp(logger: object, method: str, event: EventDict) -> EventDict:
+    """``level``, ``logger`` and ``timestamp`` of one of the service's events, in one step:
+    the fields structlog's ``add_log_level``, ``add_logger_name`` and ``TimeStamper`` add, in
+    about a third of their time (a worker writes two lines per task, the API one per request).
+    """
+    event["level"] = _LEVEL_OF_METHOD.get(method, method)
+    event["logger"] = getattr(logger, "name", None)
+    event["timestamp"] = _utc_timestamp()
+    return event
+
+
+def _timestamp(_logger: object, _method: str, event: EventDict) -> EventDict:
+    event["timestamp"] = _utc_timestamp()
+    return event
+
+
 def _drop_copies(_logger: object, _method: str, event: EventDict) -> EventDict:
     # Copies of the event that ExtraAdder would add as fields: uvicorn's coloured copy of each
     # message, and the rendered message a handler before ours (pytest's) leaves on the record.
@@ -139,19 +173,15 @@ def _json_line(event: EventDict, *, default: Callable[[object], object]) -> str:
 def configure_logging(settings: Settings) -> None:
     """Send the service's events and every library's records to one output, in the format
     and from the level the settings choose."""
-    context: list[Processor] = [
+    own: list[Processor] = [_at_level, structlog.contextvars.merge_contextvars, _stamp]
+    # Records of other libraries also carry their `extra` fields.
+    foreign: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-    ]
-    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    own: list[Processor] = [_at_level, *context, stamp]
-    # Records of other libraries also carry their `extra` fields.
-    foreign: list[Processor] = [
-        *context,
         structlog.stdlib.ExtraAdder(),
         _drop_copies,
-        stamp,
+        _timestamp,
     ]
     renderer: Processor
     if settings.log_format == "json":

@@ -12,6 +12,7 @@ import structlog
 from httpx import AsyncClient
 from structlog.types import EventDict
 
+from app.core import logging as app_logging
 from app.core.logging import configure_logging
 from app.settings import Environment, LoggingSettings, Settings
 
@@ -241,3 +242,39 @@ def test_console_lines_show_the_exception(
     out = capsys.readouterr().out
     assert "job.crashed" in out
     assert "RuntimeError: broken pipe" in out
+
+
+def test_timestamps_are_utc_with_microseconds_and_follow_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One second formatted, then reused within it, then the next one (binary-exact fractions).
+    readings = iter([1_800_000_000.25, 1_800_000_000.5, 1_800_000_001.75])
+    monkeypatch.setattr(time, "time", lambda: next(readings))
+
+    stamps = [app_logging._utc_timestamp() for _ in range(3)]
+
+    assert stamps == [
+        "2027-01-15T08:00:00.250000Z",
+        "2027-01-15T08:00:00.500000Z",
+        "2027-01-15T08:00:01.750000Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "level"),
+    [("debug", "debug"), ("info", "info"), ("warning", "warning"), ("error", "error")],
+)
+def test_own_events_carry_the_level_of_their_method(
+    reconfigure: Callable[[Settings], None],
+    capsys: pytest.CaptureFixture[str],
+    method: str,
+    level: str,
+) -> None:
+    reconfigure(
+        Settings(environment=Environment.PRODUCTION, logging=LoggingSettings(level="DEBUG"))
+    )
+
+    getattr(structlog.get_logger("app.test"), method)("something.happened")
+
+    [line] = _json_lines(capsys.readouterr().out)
+    assert (line["level"], line["logger"]) == (level, "app.test")
