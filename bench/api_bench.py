@@ -680,6 +680,15 @@ def wrk_version(binary: str) -> str:
     return words[1] if len(words) > 1 else "?"
 
 
+def rate_cells(runs: Sequence[Run]) -> str:
+    """The median req/s, p50 and p99 of some runs, as three table cells."""
+    return (
+        f"| {median([run.rate for run in runs]):,.0f} "
+        f"| {median([run.p50_ms for run in runs]):.1f} "
+        f"| {median([run.p99_ms for run in runs]):.1f} "
+    )
+
+
 def api_table(options: Options, measured: Measured) -> list[str]:
     apps = "template/raw/FastAPI" if options.fastapi else "template/raw"
     lines = [
@@ -705,13 +714,7 @@ def api_table(options: Options, measured: Measured) -> list[str]:
             p99 = median([run.p99_ms for run in template])
             target += f"; p99 <= {POST_P99_TARGET_MS:.0f} ms {mark(p99 <= POST_P99_TARGET_MS)}"
         lines.append(
-            f"| {endpoint.label} "
-            f"| {median([run.rate for run in template]):,.0f} "
-            f"| {median([run.p50_ms for run in template]):.1f} "
-            f"| {median([run.p99_ms for run in template]):.1f} "
-            f"| {median([run.rate for run in raw]):,.0f} "
-            f"| {median([run.p50_ms for run in raw]):.1f} "
-            f"| {median([run.p99_ms for run in raw]):.1f} "
+            f"| {endpoint.label} {rate_cells(template)}{rate_cells(raw)}"
             f"| {ratio:.2f} | {target} "
             f"| {median([run.cpu_us for run in template]):,.0f} "
             f"| {median([run.cpu_us for run in raw]):,.0f} "
@@ -738,10 +741,7 @@ def fastapi_table(options: Options, measured: Measured) -> list[str]:
         over_raw = [f.rate / r.rate for f, r in zip(plain, raw, strict=True) if r.rate > 0]
         template_over = [t.rate / f.rate for t, f in zip(template, plain, strict=True) if f.rate]
         lines.append(
-            f"| {endpoint.label} "
-            f"| {median([run.rate for run in plain]):,.0f} "
-            f"| {median([run.p50_ms for run in plain]):.1f} "
-            f"| {median([run.p99_ms for run in plain]):.1f} "
+            f"| {endpoint.label} {rate_cells(plain)}"
             f"| {median([run.cpu_us for run in plain]):,.0f} "
             f"| {median(over_raw):.2f} | {median(template_over):.2f} |"
         )
