@@ -689,6 +689,11 @@ def rate_cells(runs: Sequence[Run]) -> str:
     )
 
 
+def rate_ratio(runs: Sequence[Run], baselines: Sequence[Run]) -> float:
+    """The median over the rounds of req/s of ``runs`` / req/s of ``baselines``."""
+    return median([r.rate / b.rate for r, b in zip(runs, baselines, strict=True) if b.rate > 0])
+
+
 def api_table(options: Options, measured: Measured) -> list[str]:
     apps = "template/raw/FastAPI" if options.fastapi else "template/raw"
     lines = [
@@ -704,8 +709,7 @@ def api_table(options: Options, measured: Measured) -> list[str]:
     for endpoint in options.endpoints:
         template = measured.runs.get((endpoint.key, "template"), [])
         raw = measured.runs.get((endpoint.key, "raw"), [])
-        ratios = [t.rate / r.rate for t, r in zip(template, raw, strict=True) if r.rate > 0]
-        ratio = median(ratios)
+        ratio = rate_ratio(template, raw)
         cpu_ratios = [r.cpu_us / t.cpu_us for t, r in zip(template, raw, strict=True)]
         target = "-"
         if endpoint.target is not None:
@@ -738,12 +742,10 @@ def fastapi_table(options: Options, measured: Measured) -> list[str]:
         template = measured.runs.get((endpoint.key, "template"), [])
         raw = measured.runs.get((endpoint.key, "raw"), [])
         plain = measured.runs.get((endpoint.key, "fastapi"), [])
-        over_raw = [f.rate / r.rate for f, r in zip(plain, raw, strict=True) if r.rate > 0]
-        template_over = [t.rate / f.rate for t, f in zip(template, plain, strict=True) if f.rate]
         lines.append(
             f"| {endpoint.label} {rate_cells(plain)}"
             f"| {median([run.cpu_us for run in plain]):,.0f} "
-            f"| {median(over_raw):.2f} | {median(template_over):.2f} |"
+            f"| {rate_ratio(plain, raw):.2f} | {rate_ratio(template, plain):.2f} |"
         )
     return lines
 
