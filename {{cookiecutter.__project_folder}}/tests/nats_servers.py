@@ -5,6 +5,7 @@ ports of 127.0.0.1, storing JetStream data in a folder of the test's own; every 
 stopped (and a cluster's folders removed) when its context ends.
 """
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -22,10 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import nkeys  # type: ignore[import-untyped] # no type hints in nkeys
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError
 
 from app.settings import NatsSettings
 from devtools.embedded import free_ports, nats_server_binary
+from tests.processes import wait_for
 
 STARTUP_TIMEOUT = 20.0
 
@@ -184,11 +190,41 @@ class Cluster:
             time.sleep(0.05)  # polls the servers' own state
         return leader
 
+    def wait_until_placeable(self, within: float = 30) -> None:
+        """Until JetStream places a stream on every server. Right after its election the meta
+        leader may not have heard from every peer yet and refuses a replicated stream ("no
+        suitable peers for placement, peer offline"), so a probe stream is asked for until it
+        is made, then deleted."""
+        asyncio.run(self._place_probe(within))
+
+    async def _place_probe(self, within: float) -> None:
+        client = await nats.connect(self.url.split(","))
+        jetstream = client.jetstream()
+        probe = StreamConfig(
+            name="h_probe",
+            subjects=["h_probe.>"],
+            storage=StorageType.MEMORY,
+            num_replicas=len(self.servers),
+        )
+
+        async def placed() -> bool:
+            try:
+                await jetstream.add_stream(probe)
+            except (APIError, nats.errors.TimeoutError):
+                return False  # not every peer is known to the meta leader yet
+            return True
+
+        try:
+            await wait_for(placed, within=within, what="a stream placed on every server")
+            await jetstream.delete_stream("h_probe")
+        finally:
+            await client.close()
+
 
 @contextmanager
 def nats_cluster(size: int = 3) -> Iterator[Cluster]:
     """``size`` JetStream servers in one cluster, each with its own store, in a temporary folder
-    removed at the end; yields once JetStream has a meta leader."""
+    removed at the end; yields once JetStream has a meta leader that places streams on all."""
     folder = Path(tempfile.mkdtemp(prefix="h-nats-cluster-"))
     chosen = free_ports(3 * size)
     ports = [(chosen[i], chosen[i + 1], chosen[i + 2]) for i in range(0, 3 * size, 3)]
@@ -214,6 +250,7 @@ def nats_cluster(size: int = 3) -> Iterator[Cluster]:
         for server in cluster.servers:
             _wait_until_listening(server)
         cluster.wait_for_meta_leader()
+        cluster.wait_until_placeable()
         yield cluster
     finally:
         for server in cluster.servers:
