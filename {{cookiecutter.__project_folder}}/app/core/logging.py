@@ -17,8 +17,8 @@ libraries' records only; tests capture the service's events with ``structlog.tes
 import contextlib
 import json
 import logging
+import random
 import re
-import secrets
 import sys
 import time
 import traceback
@@ -231,6 +231,16 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
+def new_request_id() -> str:
+    """A new request id: 128 random bits as 32 hex digits.
+
+    An id correlates log lines; it is no secret, so it comes from Python's own generator
+    (seeded by the OS, and again in every forked process) rather than from the OS: ``secrets``
+    makes a system call per id, about 3% of a GET's time.
+    """
+    return f"{random.getrandbits(128):032x}"
+
+
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
@@ -254,7 +264,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or secrets.token_hex(16)
+        request_id = _incoming_request_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
         # bind and reset rather than structlog's bound_contextvars, which reads the whole
         # context twice: the same effect for a fraction of the cost.

@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,24 @@ async def test_missing_request_id_is_generated(client: AsyncClient) -> None:
 
     assert len(first.headers["x-request-id"]) == 32
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+def test_request_ids_differ_between_forked_processes() -> None:
+    """Python reseeds its generator in a forked child (uvicorn's and gunicorn's workers), so two
+    processes never hand out the same sequence of ids."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits
+        os.write(write, app_logging.new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    ours = app_logging.new_request_id()
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(child, 0)
+
+    assert len(theirs) == len(ours) == 32
+    assert int(theirs, 16) != int(ours, 16)
 
 
 @pytest.mark.parametrize("unsafe", ["x" * 129, "a b", "<script>", "id\u00e9"])
