@@ -77,6 +77,7 @@ def with_nats(settings: Settings, url: str, outbox: OutboxSettings) -> Settings:
     )
 
 
+@pytest.mark.slow(seconds=8)
 async def test_orders_created_while_nats_is_down_complete_once_it_is_back(
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:

@@ -61,6 +61,7 @@ def _restart(data: Path, order_id: uuid.UUID) -> tuple[str, list[str]]:
         return asyncio.run(_stored(database_url, nats_url, order_id))
 
 
+@pytest.mark.slow(seconds=10)
 async def test_dev_stack_completes_an_order_and_keeps_it_across_restarts() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

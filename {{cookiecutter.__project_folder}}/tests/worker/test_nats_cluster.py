@@ -40,9 +40,11 @@ def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> S
 
 async def _delete_streams(cluster: Cluster, prefix: str) -> None:
     """Delete the test's streams. Right after a server was killed JetStream may not answer
-    (its leaders are being elected again), so each delete is asked until it is answered."""
+    (its leaders are being elected again), so each delete is asked until it is answered, each
+    time for a second (not the client's default 5 s: a request lost in an election is never
+    answered, and asking again reaches the new leader)."""
     async with _client(cluster) as client:
-        jetstream = client.jetstream()
+        jetstream = client.jetstream(timeout=1.0)
         for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
 
             async def deleted(name: str = stream) -> bool:
@@ -57,6 +59,7 @@ async def _delete_streams(cluster: Cluster, prefix: str) -> None:
             await wait_for(deleted, within=60, what=f"the deletion of {stream}")
 
 
+@pytest.mark.slow(seconds=15)
 async def test_an_existing_queue_is_scaled_to_the_replicas_asked(
     cluster: Cluster, settings: Settings
 ) -> None:

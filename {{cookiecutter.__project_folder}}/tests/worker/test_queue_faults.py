@@ -231,6 +231,7 @@ async def run_until_it_dies(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     return worker
 
 
+@pytest.mark.slow(seconds=6)
 async def test_task_that_kills_its_worker_each_time_is_dead_lettered_by_the_next_worker(
     producer: JetStreamBroker,
     fresh_queue: Settings,

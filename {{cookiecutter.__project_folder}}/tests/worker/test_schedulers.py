@@ -39,6 +39,7 @@ def count(log: Path, text: str) -> int:
     return len(found)
 
 
+@pytest.mark.slow(seconds=8)
 async def test_two_schedulers_send_each_tick_once_and_a_standby_takes_over(
     fresh_queue: Settings, trace: Path, tmp_path: Path
 ) -> None:
