@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from httpx import AsyncClient
 from openapi_spec_validator import validate
 from starlette.routing import BaseRoute
 
@@ -21,6 +22,7 @@ from tests.conftest import PROJECT_ROOT
 type Document = dict[str, Any]  # Any: an OpenAPI document is free-form JSON
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+DOCUMENTATION = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 @pytest.fixture
@@ -39,6 +41,17 @@ def operations(document: Document) -> list[tuple[str, str, Document]]:
 
 def test_the_document_is_valid_openapi(document: Document) -> None:
     validate(document)
+
+
+async def test_the_documentation_routes_come_after_the_services_own_and_answer(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    paths = [getattr(route, "path", None) for route in app.routes]
+
+    assert set(paths[-len(DOCUMENTATION) :]) == DOCUMENTATION
+    assert DOCUMENTATION.isdisjoint(paths[: -len(DOCUMENTATION)])
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert (await client.get(path)).status_code == 200
 
 
 def test_info_comes_from_the_project(document: Document) -> None:
