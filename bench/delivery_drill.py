@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from fastapi import status
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -93,7 +94,7 @@ class Api:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/health/live")).status_code == 200:
+                    if (await http.get("/health/live")).status_code == status.HTTP_200_OK:
                         return
                 await asyncio.sleep(0.1)  # polling the new process until it answers
         msg = "the API did not start"
@@ -132,7 +133,7 @@ async def post_orders(
             return
         finally:
             gate.release()
-        if response.status_code == 201:
+        if response.status_code == status.HTTP_201_CREATED:
             accepted.append(uuid.UUID(response.json()["id"]))
         else:
             unanswered += 1
@@ -200,7 +201,17 @@ async def drill(total: int, outage: float) -> int:
                 output = stop(worker)
                 forget(worker)
                 nats.stop()
-    report(total, accepted, unanswered, stored, completed, events, output, posted, done)
+    report(
+        total,
+        accepted=accepted,
+        unanswered=unanswered,
+        stored=stored,
+        completed=completed,
+        events=events,
+        output=output,
+        posted=posted,
+        done=done,
+    )
     return 0 if stored == completed else 1
 
 
@@ -223,6 +234,7 @@ async def wait_completed(engine: AsyncEngine, within: float) -> tuple[int, int]:
 
 def report(
     total: int,
+    *,
     accepted: list[uuid.UUID],
     unanswered: int,
     stored: int,
