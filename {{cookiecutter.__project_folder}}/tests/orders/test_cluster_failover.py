@@ -64,7 +64,7 @@ async def _connected_to(cluster: Cluster, client_name: str) -> Server | None:
 # How long a look at a group's leader waits for JetStream's answer. A request that reaches a
 # group between two leaders is never answered: the client's default timeout (5 s) spent
 # waiting for it was a third of this test's time, where asking again finds the new leader.
-LOOK_TIMEOUT = 0.5
+LOOK_TIMEOUT = 1.0  # an answer takes milliseconds; a busy machine gets room
 
 
 def _leader_of(client: Client, stream: str, consumer: str | None = None) -> Leader:
