@@ -16,6 +16,7 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Header, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import (
     DateTime,
     Index,
@@ -92,16 +93,17 @@ class Idempotency:
         self.ttl = ttl
         self._claimed = False
 
-    async def replay(self, content: bytes) -> Response | None:
+    async def replay(self, content: BaseModel) -> Response | None:
         """The stored response of the key's first use, or None: the key is now this request's
         (or it has none), and the caller carries the request out and calls ``remember``.
 
-        ``content`` identifies the request (its validated body, serialised): a key sent again
-        with other content raises ``IdempotencyKeyReused``.
+        ``content`` identifies the request (its validated body; serialised only when the
+        request has a key): a key sent again with other content raises
+        ``IdempotencyKeyReused``.
         """
         if self.key is None:
             return None
-        fingerprint = hashlib.sha256(content).hexdigest()
+        fingerprint = hashlib.sha256(content.model_dump_json().encode()).hexdigest()
         now = func.clock_timestamp()
         claim = insert(IdempotencyRecord).values(
             scope=self.scope,
@@ -198,9 +200,9 @@ async def get_idempotency(
 ) -> Idempotency:
     """The request's idempotency key (if it sent one) in its unit of work."""
     settings = app_state(request, "settings", Settings)
-    return Idempotency(
-        session, f"{request.method} {request.url.path}", key, settings.idempotency.key_ttl
-    )
+    # Only a request with a key needs its scope (and building the URL costs a few µs).
+    scope = f"{request.method} {request.url.path}" if key is not None else ""
+    return Idempotency(session, scope, key, settings.idempotency.key_ttl)
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -132,7 +132,7 @@ async def create_order(
     body: OrderCreate, service: OrderServiceDep, idempotency: IdempotencyDep, request: Request
 ) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
-    if (replayed := await idempotency.replay(body.model_dump_json().encode())) is not None:
+    if (replayed := await idempotency.replay(body)) is not None:
         return replayed
     created = await service.create(body)
     response = order_response(
