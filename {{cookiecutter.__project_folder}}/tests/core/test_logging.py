@@ -4,6 +4,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TextIO
@@ -61,7 +62,11 @@ def test_request_ids_differ_between_forked_processes() -> None:
     """Python reseeds its generator in a forked child (uvicorn's and gunicorn's workers), so two
     processes never hand out the same sequence of ids."""
     read, write = os.pipe()
-    child = os.fork()
+    with warnings.catch_warnings():
+        # Python warns about a fork while other threads run (an earlier test's thread pool):
+        # the child only computes an id and writes it to a pipe, which takes no lock they hold.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through the pipe and exits
         os.write(write, app_logging.new_request_id().encode())
         os._exit(0)
