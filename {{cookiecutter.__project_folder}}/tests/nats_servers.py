@@ -34,6 +34,10 @@ from devtools.embedded import free_ports, nats_server_binary
 from tests.processes import wait_for
 
 STARTUP_TIMEOUT = 20.0
+# How long the tests' JetStream requests to a cluster wait for an answer. A request that reaches
+# a group between two leaders is never answered, and the client's default timeout (5 s) spent
+# waiting for it, where asking again reaches the new leader; an answer takes milliseconds.
+CLUSTER_API_TIMEOUT = 1.0
 
 
 def test_queue(url: str, prefix: str, **fields: object) -> NatsSettings:

@@ -27,7 +27,7 @@ from app.models import Order
 from app.orders.status import OrderStatus
 from app.settings import DatabaseSettings, Environment, OutboxSettings, Settings
 from tests.helpers import lifespan_client
-from tests.nats_servers import Cluster, Server, test_queue
+from tests.nats_servers import CLUSTER_API_TIMEOUT, Cluster, Server, test_queue
 from tests.processes import process_env, running, start_worker, stop, wait_for
 from tests.worker.test_nats_cluster import _client, _delete_streams
 
@@ -61,15 +61,9 @@ async def _connected_to(cluster: Cluster, client_name: str) -> Server | None:
     return await asyncio.to_thread(look)
 
 
-# How long a look at a group's leader waits for JetStream's answer. A request that reaches a
-# group between two leaders is never answered: the client's default timeout (5 s) spent
-# waiting for it was a third of this test's time, where asking again finds the new leader.
-LOOK_TIMEOUT = 1.0  # an answer takes milliseconds; a busy machine gets room
-
-
 def _leader_of(client: Client, stream: str, consumer: str | None = None) -> Leader:
     """The server leading the stream (or its consumer) now; ``None`` during an election."""
-    jetstream = client.jetstream(timeout=LOOK_TIMEOUT)
+    jetstream = client.jetstream(timeout=CLUSTER_API_TIMEOUT)
 
     async def leader() -> str | None:
         try:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.settings import Settings
 from tests.helpers import worker_broker
-from tests.nats_servers import Cluster, test_queue
+from tests.nats_servers import CLUSTER_API_TIMEOUT, Cluster, test_queue
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
@@ -40,11 +40,9 @@ def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> S
 
 async def _delete_streams(cluster: Cluster, prefix: str) -> None:
     """Delete the test's streams. Right after a server was killed JetStream may not answer
-    (its leaders are being elected again), so each delete is asked until it is answered, each
-    time for a second (not the client's default 5 s: a request lost in an election is never
-    answered, and asking again reaches the new leader)."""
+    (its leaders are being elected again), so each delete is asked until it is answered."""
     async with _client(cluster) as client:
-        jetstream = client.jetstream(timeout=1.0)
+        jetstream = client.jetstream(timeout=CLUSTER_API_TIMEOUT)
         for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
 
             async def deleted(name: str = stream) -> bool:
