@@ -17,8 +17,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import httpx
 import nats
 import nats.errors
 import nkeys  # type: ignore[import-untyped] # no type hints in nkeys
+from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError
 
@@ -194,6 +195,15 @@ class Cluster:
             time.sleep(0.05)  # polls the servers' own state
         return leader
 
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        """A NATS client connected to the cluster (any of its servers), closed at the end."""
+        client: Client = await nats.connect(self.url.split(","))
+        try:
+            yield client
+        finally:
+            await client.close()
+
     def wait_until_placeable(self, within: float = 30) -> None:
         """Until JetStream places a stream on every server. Right after its election the meta
         leader may not have heard from every peer yet and refuses a replicated stream ("no
@@ -202,27 +212,24 @@ class Cluster:
         asyncio.run(self._place_probe(within))
 
     async def _place_probe(self, within: float) -> None:
-        client = await nats.connect(self.url.split(","))
-        jetstream = client.jetstream()
         probe = StreamConfig(
             name="h_probe",
             subjects=["h_probe.>"],
             storage=StorageType.MEMORY,
             num_replicas=len(self.servers),
         )
+        async with self.client() as client:
+            jetstream = client.jetstream()
 
-        async def placed() -> bool:
-            try:
-                await jetstream.add_stream(probe)
-            except (APIError, nats.errors.TimeoutError):
-                return False  # not every peer is known to the meta leader yet
-            return True
+            async def placed() -> bool:
+                try:
+                    await jetstream.add_stream(probe)
+                except (APIError, nats.errors.TimeoutError):
+                    return False  # not every peer is known to the meta leader yet
+                return True
 
-        try:
             await wait_for(placed, within=within, what="a stream placed on every server")
             await jetstream.delete_stream("h_probe")
-        finally:
-            await client.close()
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from app.settings import DatabaseSettings, Environment, OutboxSettings, Settings
 from tests.helpers import lifespan_client
 from tests.nats_servers import CLUSTER_API_TIMEOUT, Cluster, Server, test_queue
 from tests.processes import process_env, running, start_worker, stop, wait_for
-from tests.worker.test_nats_cluster import _client, _delete_streams
+from tests.worker.test_nats_cluster import _delete_streams
 
 pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 
@@ -165,7 +165,7 @@ async def _run_burst(
     prefix = own.queue_prefix
     stream, durable = f"{prefix}_tasks", f"{prefix}_worker"
     env = process_env(own, NATS_STREAM_REPLICAS="3", ORDERS_FULFILMENT_SECONDS="0.05")
-    async with _client(cluster) as client, lifespan_client(create_app(own)) as api:
+    async with cluster.client() as client, lifespan_client(create_app(own)) as api:
         with running(start_worker(env, output=log)) as worker:
             await wait_for(lambda: "queue.connected" in log.read_text(), what="the worker")
             home = await _connected_to(cluster, f"{durable}-worker")

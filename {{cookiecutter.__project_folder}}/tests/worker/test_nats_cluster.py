@@ -2,13 +2,10 @@
 a burst of orders is in tests/orders/test_cluster_failover.py."""
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import nats
 import nats.errors
 import pytest
-from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from nats.js.errors import ServiceUnavailableError as Unavailable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,15 +20,6 @@ pytestmark = pytest.mark.slow  # real processes or servers: see conftest.py
 Factory = async_sessionmaker[AsyncSession]
 
 
-@asynccontextmanager
-async def _client(cluster: Cluster) -> AsyncIterator[Client]:
-    client: Client = await nats.connect(cluster.url.split(","))
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> Settings:
     return base.model_copy(
         update={"nats": test_queue(cluster.url, prefix, stream_replicas=replicas)}
@@ -41,7 +29,7 @@ def _settings(base: Settings, cluster: Cluster, prefix: str, replicas: int) -> S
 async def _delete_streams(cluster: Cluster, prefix: str) -> None:
     """Delete the test's streams. Right after a server was killed JetStream may not answer
     (its leaders are being elected again), so each delete is asked until it is answered."""
-    async with _client(cluster) as client:
+    async with cluster.client() as client:
         jetstream = client.jetstream(timeout=CLUSTER_API_TIMEOUT)
         for stream in (f"{prefix}_tasks", f"{prefix}_dead_letter"):
 
