@@ -8,6 +8,7 @@ from functools import partial
 
 import structlog
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.api import include_api_routers
 from app.core import database
@@ -25,6 +26,8 @@ from app.worker.broker import broker
 log = structlog.get_logger(__name__)
 
 QUEUE_RETRY_SECONDS = 2.0
+# FastAPI's native OpenTelemetry instrumentation, off (TelemetrySettings).
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 async def _connect_producer() -> None:
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=project.description,
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        telemetry=None if settings.telemetry.enabled else TELEMETRY_OFF,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -2,10 +2,13 @@
 
 import asyncio
 
+import pytest
+from httpx import ASGITransport, AsyncClient
+from opentelemetry import trace
 from starlette.types import Message, Scope
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Settings, TelemetrySettings
 
 
 async def test_the_app_starts_and_stops_through_the_asgi_lifespan_protocol(
@@ -29,3 +32,29 @@ async def test_the_app_starts_and_stops_through_the_asgi_lifespan_protocol(
 
     sent = [outbox.get_nowait()["type"] for _ in range(outbox.qsize())]
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+class RecordingTracerProvider(trace.TracerProvider):
+    """A configured OpenTelemetry provider as FastAPI sees one; records who asks for tracers."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_tracer(self, instrumenting_module_name: str, *_: object, **__: object) -> trace.Tracer:
+        self.asked.append(instrumenting_module_name)
+        return trace.NoOpTracer()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_fastapis_telemetry_traces_requests_only_when_enabled(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    provider = RecordingTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    app = create_app(settings.model_copy(update={"telemetry": TelemetrySettings(enabled=enabled)}))
+
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://test") as client:
+        response = await client.get("/health/live")
+
+    assert response.status_code == 200
+    assert ("fastapi" in provider.asked) is enabled

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from taskiq.kicker import AsyncKicker
 
 from app.core.context import current_request_id
-from app.core.database import Base
+from app.core.database import Base, DriverStatement, driver_connection
 from app.settings import OutboxSettings
 
 log = structlog.get_logger(__name__)
@@ -82,8 +82,11 @@ class OutboxMessage(Base):
 # Core statements on the table, built once: cheaper than ORM objects and a flush, and the fast
 # path needs nothing back from the row but what it wrote.
 _TABLE = Base.metadata.tables[OutboxMessage.__tablename__]
-_INSERT = insert(_TABLE)
-_INSERT_ONCE = insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+_COLUMNS = ("id", "queue", "task_name", "body", "headers")
+_INSERT = DriverStatement(insert(_TABLE), columns=_COLUMNS)
+_INSERT_ONCE = DriverStatement(
+    insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id), columns=_COLUMNS
+)
 _DELETE_PUBLISHED = delete(_TABLE).where(_TABLE.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 
 
@@ -315,12 +318,12 @@ async def enqueue[**P, R](
         "body": task.body,
         "headers": task.headers,
     }
+    driver = await driver_connection(session)
     pending: list[PendingTask] = session.info.setdefault(_PENDING, [])
     if not fixed:
-        await session.execute(_INSERT, values)
+        await driver.execute(_INSERT.sql, *_INSERT.arguments(**values))
         pending.append(task)
         return task.id
-    inserted = await session.execute(_INSERT_ONCE, values)
-    if inserted.scalar_one_or_none() is not None:
+    if await driver.fetchval(_INSERT_ONCE.sql, *_INSERT_ONCE.arguments(**values)) is not None:
         pending.append(task)
     return task.id

@@ -4,12 +4,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
-from sqlalchemy import RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
-from app.core.database import Base
+from app.core.database import Base, DriverStatement, driver_connection
 from app.core.repository import Repository
 from app.models import Order, OrderItem
 from app.orders.status import OrderStatus
@@ -18,8 +19,9 @@ from app.orders.status import OrderStatus
 # to plan for a row that is written once and answered at once.
 _ORDERS = Base.metadata.tables[Order.__tablename__]
 _ITEMS = Base.metadata.tables[OrderItem.__tablename__]
-_INSERT_ORDER = insert(_ORDERS).returning(
-    _ORDERS.c.created_at, _ORDERS.c.updated_at, _ORDERS.c.version
+_INSERT_ORDER = DriverStatement(
+    insert(_ORDERS).returning(_ORDERS.c.created_at, _ORDERS.c.updated_at, _ORDERS.c.version),
+    columns=["id", "customer_email", "status", "total"],
 )
 # All items in one statement whatever their number: one array per column, unnested into rows
 # (numbered from 1 by WITH ORDINALITY). One execution, where an executemany costs one per row.
@@ -32,34 +34,44 @@ _NEW_ITEMS = (
     .table_valued("sku", "quantity", "unit_price", with_ordinality="number")
     .render_derived("item")
 )
-_INSERT_ITEMS = insert(_ITEMS).from_select(
-    ["order_id", "position", "sku", "quantity", "unit_price"],
-    select(
-        bindparam("order_id", type_=_ITEMS.c.order_id.type),
-        _NEW_ITEMS.c.number - 1,
-        _NEW_ITEMS.c.sku,
-        _NEW_ITEMS.c.quantity,
-        _NEW_ITEMS.c.unit_price,
-    ),
+_INSERT_ITEMS = DriverStatement(
+    insert(_ITEMS).from_select(
+        ["order_id", "position", "sku", "quantity", "unit_price"],
+        select(
+            bindparam("order_id", type_=_ITEMS.c.order_id.type),
+            _NEW_ITEMS.c.number - 1,
+            _NEW_ITEMS.c.sku,
+            _NEW_ITEMS.c.quantity,
+            _NEW_ITEMS.c.unit_price,
+        ),
+    )
 )
 
 
 # A status change under a row lock, in Core: the lock reads what the rules need, the update
 # sets the status and increments the version (the ETag) as the ORM's version counter does.
-_LOCK = (
+_LOCK = DriverStatement(
     select(_ORDERS.c.status, _ORDERS.c.version)
     .where(_ORDERS.c.id == bindparam("order_id"))
     .with_for_update()
 )
-_SET_STATUS = (
+_SET_STATUS = DriverStatement(
     update(_ORDERS)
     .where(_ORDERS.c.id == bindparam("order_id"))
     .values(
-        status=bindparam("new_status"),
+        status=bindparam("new_status", type_=_ORDERS.c.status.type),
         version=_ORDERS.c.version + 1,
         updated_at=func.clock_timestamp(),
     )
 )
+
+
+class StoredOrder(NamedTuple):
+    """What the database set on a new order."""
+
+    created_at: datetime
+    updated_at: datetime
+    version: int
 
 
 class OrderRepository(Repository[Order]):
@@ -80,39 +92,46 @@ class OrderRepository(Repository[Order]):
         customer_email: str,
         total: Decimal,
         items: Sequence[tuple[str, int, Decimal]],
-    ) -> RowMapping:
+    ) -> StoredOrder:
         """Insert a pending order and its items, (sku, quantity, unit price) in order; return
-        what the database set: ``created_at``, ``updated_at`` and ``version``."""
-        result = await self.session.execute(
-            _INSERT_ORDER,
-            {
-                "id": order_id,
-                "customer_email": customer_email,
-                "status": OrderStatus.PENDING,
-                "total": total,
-            },
+        what the database set."""
+        driver = await driver_connection(self.session)
+        stored = await driver.fetchrow(
+            _INSERT_ORDER.sql,
+            *_INSERT_ORDER.arguments(
+                id=order_id,
+                customer_email=customer_email,
+                status=OrderStatus.PENDING,
+                total=total,
+            ),
         )
-        stored = result.mappings().one()
         skus, quantities, unit_prices = zip(*items, strict=True)
-        await self.session.execute(
-            _INSERT_ITEMS,
-            {
-                "order_id": order_id,
-                "skus": list(skus),
-                "quantities": list(quantities),
-                "unit_prices": list(unit_prices),
-            },
+        await driver.execute(
+            _INSERT_ITEMS.sql,
+            *_INSERT_ITEMS.arguments(
+                order_id=order_id,
+                skus=list(skus),
+                quantities=list(quantities),
+                unit_prices=list(unit_prices),
+            ),
         )
-        return stored
+        if stored is None:  # pragma: no cover - an INSERT ... RETURNING returns its row
+            msg = "the new order's row did not come back"
+            raise RuntimeError(msg)
+        return StoredOrder(stored["created_at"], stored["updated_at"], stored["version"])
 
     async def lock_status(self, order_id: uuid.UUID) -> tuple[OrderStatus, int] | None:
         """Lock the order's row until the transaction ends; its status and version, or None."""
-        row = (await self.session.execute(_LOCK, {"order_id": order_id})).one_or_none()
-        return None if row is None else (OrderStatus(row.status), row.version)
+        driver = await driver_connection(self.session)
+        row = await driver.fetchrow(_LOCK.sql, *_LOCK.arguments(order_id=order_id))
+        return None if row is None else (OrderStatus(row["status"]), row["version"])
 
     async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> None:
         """Set the status of a locked order (and count a new version)."""
-        await self.session.execute(_SET_STATUS, {"order_id": order_id, "new_status": status})
+        driver = await driver_connection(self.session)
+        await driver.execute(
+            _SET_STATUS.sql, *_SET_STATUS.arguments(order_id=order_id, new_status=status)
+        )
 
     async def stale(
         self, status: OrderStatus, *, before: datetime, limit: int = 500

@@ -10,13 +10,14 @@ from starlette.applications import Starlette
 from app.core.conditional import IfMatch, PreconditionFailed
 from app.core.database import ReaderDep
 from app.core.errors import error_responses
-from app.core.idempotency import IdempotencyDep, IdempotencyKeyReused
+from app.core.idempotency import Idempotency, IdempotencyKey, IdempotencyKeyReused
 from app.core.openapi import header
 from app.core.pagination import Page
-from app.orders.dependencies import OrderServiceDep
+from app.core.unit_of_work import SessionDep
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.queries import OrderQueries
 from app.orders.schemas import OrderCreate, OrderFilters, OrderRead, StatusChange
+from app.orders.tasks import order_service
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -129,12 +130,16 @@ async def get_order(
     },
 )
 async def create_order(
-    body: OrderCreate, service: OrderServiceDep, idempotency: IdempotencyDep, request: Request
+    body: OrderCreate,
+    session: SessionDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
+    idempotency = Idempotency.of(request, session, idempotency_key)
     if (replayed := await idempotency.replay(body)) is not None:
         return replayed
-    created = await service.create(body)
+    created = await order_service(session).create(body)
     response = order_response(
         created.order, created.etag, request, status_code=status.HTTP_201_CREATED
     )
@@ -169,11 +174,11 @@ async def list_orders(filters: Annotated[OrderFilters, Query()], reader: ReaderD
 async def change_status(
     order_id: OrderId,
     body: StatusChange,  # noqa: ARG001 - validated only: "cancelled" is its one value
-    service: OrderServiceDep,
+    session: SessionDep,
     request: Request,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
     condition = IfMatch.parse(if_match) if if_match is not None else None
-    view = await service.cancel(order_id, if_match=condition)
+    view = await order_service(session).cancel(order_id, if_match=condition)
     return order_response(view.order, view.etag, request)

@@ -64,10 +64,10 @@ class OrderService:
             items=[OrderItemRead.model_validate(item, from_attributes=True) for item in data.items],
             total=total,
             failure_reason=None,
-            created_at=stored["created_at"],
-            updated_at=stored["updated_at"],
+            created_at=stored.created_at,
+            updated_at=stored.updated_at,
         )
-        return OrderView(order, strong_etag(str(stored["version"])))
+        return OrderView(order, strong_etag(str(stored.version)))
 
     async def cancel(self, order_id: uuid.UUID, *, if_match: IfMatch | None = None) -> OrderView:
         """Cancel an order if its life cycle allows it (the one change clients may make); with

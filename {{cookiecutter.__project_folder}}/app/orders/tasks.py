@@ -34,7 +34,8 @@ class QueuedOrderTasks:
 
 
 def order_service(session: AsyncSession) -> OrderService:
-    """The orders service on a task's unit of work."""
+    """The orders service on a unit of work (a request's or a task's): routes and tasks build
+    it from their session rather than taking it as a dependency of its own."""
     return OrderService(OrderRepository(session), QueuedOrderTasks(session))
 
 

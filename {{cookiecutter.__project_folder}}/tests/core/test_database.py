@@ -9,10 +9,25 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from pydantic import SecretStr
-from sqlalchemy import JSON, Integer, String, bindparam, cast, func, literal, null, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.database import DriverStatement, Reader, create_engine
+from app.core.database import DriverStatement, Reader, create_engine, driver_connection
 from app.core.errors import Conflict
 from app.core.unit_of_work import SessionDep
 from app.settings import DatabaseSettings
@@ -161,6 +176,44 @@ def test_a_driver_statement_refuses_a_missing_or_unknown_value() -> None:
         statement.arguments()
     with pytest.raises(TypeError, match="no parameter b"):
         statement.arguments(a=1, b=2)
+
+
+def test_a_driver_insert_sets_the_columns_named_and_the_python_defaults_of_the_others() -> None:
+    table = Table(
+        "things",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("count", Integer, default=7),
+        Column("label", String, default=lambda: "made per row"),
+    )
+
+    statement = DriverStatement(insert(table), columns=["id", "label"])
+
+    assert statement.sql.startswith("INSERT INTO things (id, count, label)")
+    assert statement.arguments(id=1, label="a") == [1, 7, "a"]
+    with pytest.raises(TypeError, match="label has a default computed for each row"):
+        DriverStatement(insert(table), columns=["id"])
+
+
+async def test_driver_statements_run_in_the_transaction_of_their_session(
+    engine: AsyncEngine,
+) -> None:
+    transaction_id = "SELECT pg_current_xact_id()::text"
+    async with async_sessionmaker(engine)() as session:
+        driver = await driver_connection(session)
+        # Begun before any statement: a write sent now cannot commit on its own.
+        assert driver.is_in_transaction()
+        first = await driver.fetchval(transaction_id)
+        assert await session.scalar(text(transaction_id)) == first
+        await session.rollback()
+        assert not driver.is_in_transaction()
+
+        # The next transaction of the session gets its connection again, begun again.
+        again = await driver_connection(session)
+        second = await again.fetchval(transaction_id)
+        assert await session.scalar(text(transaction_id)) == second != first
+        await session.commit()
+        assert not again.is_in_transaction()
 
 
 async def test_a_driver_statement_binds_through_the_types_of_its_parameters(

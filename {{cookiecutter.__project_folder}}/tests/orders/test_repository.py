@@ -31,8 +31,8 @@ async def test_insert_stores_the_order_and_its_items_in_their_order(session: Asy
         order_id, customer_email="ada@example.com", total=Decimal("1000019.02"), items=items
     )
 
-    assert stored["version"] == 1
-    assert stored["created_at"] <= stored["updated_at"]
+    assert stored.version == 1
+    assert stored.created_at <= stored.updated_at
     order = await OrderRepository(session).get_with_items(order_id)
     assert order is not None
     assert order.status is OrderStatus.PENDING
