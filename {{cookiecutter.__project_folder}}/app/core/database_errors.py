@@ -99,14 +99,14 @@ class DatabaseUnavailable(ServiceUnavailable):
     title = "Database unavailable"
 
 
-# The errors any request that uses the database may meet (app.core.openapi documents them on
-# every route that depends on the unit of work) ...
+# The errors any request that reads the database may meet (a route lists them in its
+# ``error_responses``: ``error_responses(OrderNotFound, *DATABASE_READ_ERRORS)``) ...
 DATABASE_READ_ERRORS: tuple[type[AppError], ...] = (
     DatabaseBusy,
     DatabaseTimeout,
     DatabaseUnavailable,
 )
-# ... and those a request that writes may meet too.
+# ... and those a request that writes (a unit of work) may meet.
 DATABASE_ERRORS: tuple[type[AppError], ...] = (
     ValueTooLong,
     ValueOutOfRange,

@@ -273,7 +273,8 @@ def error_responses(
     can give (500, and 400/422 where a request has a body or parameters). FastAPI types this
     mapping with Any.
     """
-    listed: list[type[AppError]] = [*errors, ValidationFailed] if validation else list(errors)
+    # A request's validation first: it is checked before anything else.
+    listed: list[type[AppError]] = [ValidationFailed, *errors] if validation else list(errors)
     declared: dict[int, list[type[AppError]]] = {}
     for error in listed:
         declared.setdefault(int(error.status_code), []).append(error)

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
 from app.core.conditional import IF_NONE_MATCH, IF_NONE_MATCH_DESCRIPTION, NOT_MODIFIED_KEEPS
-from app.core.database import get_reader
-from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
     AppError,
@@ -39,7 +36,6 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.core.logging import REQUEST_ID_HEADER
-from app.core.unit_of_work import get_session
 
 # An OpenAPI document is free-form JSON: its nodes are typed with Any, as FastAPI types them.
 type Node = dict[str, Any]
@@ -125,20 +121,8 @@ def problem_example(error: type[AppError], path: str) -> Node:
     return example
 
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def _uses(dependant: Dependant, call: object) -> bool:
-    return any(sub.call is call or _uses(sub, call) for sub in dependant.dependencies)
-
-
 def _automatic_errors(route: APIRoute) -> Iterator[type[AppError]]:
     yield AppError  # the 500 of an unexpected exception
-    if _uses(route.dependant, get_session):
-        writes = bool(route.methods and route.methods & WRITE_METHODS)
-        yield from DATABASE_ERRORS if writes else DATABASE_READ_ERRORS
-    elif _uses(route.dependant, get_reader):
-        yield from DATABASE_READ_ERRORS
     if route.body_field is not None:
         yield MalformedRequest
     if route.body_field is not None or route.dependant.query_params or route.dependant.path_params:

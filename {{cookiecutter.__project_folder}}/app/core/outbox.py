@@ -159,7 +159,7 @@ class Outbox:
     def of(session: AsyncSession) -> "Outbox":
         outbox = session.info.get(_OUTBOX)
         if not isinstance(outbox, Outbox):
-            msg = "this session is not a unit of work (use SessionDep or TaskSession)"
+            msg = "this session is not a unit of work (use UnitOfWork.begin or TaskSession)"
             raise TypeError(msg)
         return outbox
 

@@ -1,13 +1,13 @@
-"""The unit of work: one session that commits on success, rolls back on error, and publishes
-the tasks it wrote to the outbox once it has committed."""
+"""The unit of work: one session that commits when its block ends, rolls back when it raises,
+and publishes the tasks it wrote to the outbox once it has committed."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from contextlib import asynccontextmanager
 
-from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.database import get_gate, get_sessionmaker
 from app.core.outbox import Outbox
 from app.core.state import app_state
 
@@ -17,29 +17,52 @@ async def get_outbox(request: Request) -> Outbox:
     return app_state(request, "outbox", Outbox)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The unit of work of one request: commit when the handler succeeds, roll back when it
-    raises. Services and repositories never commit; they may flush. Tasks they asked for
-    (``app.core.outbox.enqueue``) are saved with the data and published after the commit.
+class UnitOfWork:
+    """How a route writes: ``async with UnitOfWork.of(request).begin() as session:`` around
+    the work.
 
-    It reads the session factory, the outbox and the gate off the application's state itself,
-    rather than as three sub-dependencies: FastAPI solves every dependency node on every
-    request (even one it has cached), about 5% of a write's CPU for these three.
+    The session commits when the block ends and rolls back when it raises; tasks asked for in
+    it (``app.core.outbox.enqueue``) are saved with the data and published after the commit.
+    Services and repositories never commit; they may flush. The commit comes before the route
+    answers, so a failed commit is the client's error response, never a success followed by a
+    silent rollback.
+
+    A block in the route rather than a dependency: FastAPI runs a generator dependency's exit
+    (``yield session``) in an exit stack under a shielded cancel scope, about 5% of a create's
+    CPU, and solves every dependency node on every request, 2% more; this costs a context
+    manager.
     """
-    factory = await get_sessionmaker(request)
-    outbox = await get_outbox(request)
-    gate = await get_gate(request)
-    async with gate, factory() as session:
-        outbox.attach(session)
-        try:
-            yield session
-        except BaseException:
-            outbox.discard(session)
-            await session.rollback()
-            raise
-        await outbox.commit(session)
 
+    __slots__ = ("gate", "outbox", "sessionmaker")
 
-# scope="function": the commit runs before the response is sent, so a failed commit is the
-# client's error response, never a success followed by a silent rollback.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.outbox = outbox
+        self.gate = gate
+
+    @classmethod
+    def of(cls, request: Request) -> "UnitOfWork":
+        """The request's way to write: ``async with UnitOfWork.of(request).begin() as s:``."""
+        return cls(
+            app_state(request, "sessionmaker", async_sessionmaker),
+            app_state(request, "outbox", Outbox),
+            app_state(request, "database_gate", asyncio.Semaphore),
+        )
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: its session, committed when the block ends without an error."""
+        async with self.gate, self.sessionmaker() as session:
+            self.outbox.attach(session)
+            try:
+                yield session
+            except BaseException:
+                self.outbox.discard(session)
+                await session.rollback()
+                raise
+            await self.outbox.commit(session)

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.applications import Starlette
 
 from app.core.conditional import IfMatch, PreconditionFailed
-from app.core.database import ReaderDep
+from app.core.database import Reader
+from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import error_responses
 from app.core.idempotency import Idempotency, IdempotencyKey, IdempotencyKeyReused
 from app.core.openapi import header
 from app.core.pagination import Page
-from app.core.unit_of_work import SessionDep
+from app.core.unit_of_work import UnitOfWork
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.queries import OrderQueries
 from app.orders.schemas import OrderCreate, OrderFilters, OrderRead, StatusChange
@@ -88,17 +89,13 @@ def order_response(
     response_description="The order",
     responses={
         status.HTTP_200_OK: {"headers": ORDER_HEADERS},
-        **error_responses(OrderNotFound, validation=True),
+        **error_responses(OrderNotFound, *DATABASE_READ_ERRORS, validation=True),
     },
 )
-async def get_order(
-    order_id: OrderId,
-    reader: ReaderDep,
-    request: Request,
-) -> Response:
+async def get_order(order_id: OrderId, request: Request) -> Response:
     """Return one order with its items, and its ETag (``If-None-Match`` with a current tag
     gets 304: ``NotModifiedMiddleware``)."""
-    view = await OrderQueries(reader).get(order_id)
+    view = await OrderQueries(Reader.of(request)).get(order_id)
     if view is None:
         raise OrderNotFound(order_id)
     return order_response(view.order, view.etag, request)
@@ -126,25 +123,25 @@ async def get_order(
                 "ChangeStatus": link("change_status", "Cancel the order."),
             },
         },
-        **error_responses(IdempotencyKeyReused, validation=True),
+        **error_responses(IdempotencyKeyReused, *DATABASE_ERRORS, validation=True),
     },
 )
 async def create_order(
     body: OrderCreate,
-    session: SessionDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
-    idempotency = Idempotency.of(request, session, idempotency_key)
-    if (replayed := await idempotency.replay(body)) is not None:
-        return replayed
-    created = await order_service(session).create(body)
-    response = order_response(
-        created.order, created.etag, request, status_code=status.HTTP_201_CREATED
-    )
-    response.headers["Location"] = response.headers["Content-Location"]
-    await idempotency.remember(response)
+    async with UnitOfWork.of(request).begin() as session:
+        idempotency = Idempotency.of(request, session, idempotency_key)
+        if (replayed := await idempotency.replay(body)) is not None:
+            return replayed
+        created = await order_service(session).create(body)
+        response = order_response(
+            created.order, created.etag, request, status_code=status.HTTP_201_CREATED
+        )
+        response.headers["Location"] = response.headers["Content-Location"]
+        await idempotency.remember(response)
     return response
 
 
@@ -152,11 +149,11 @@ async def create_order(
     "",
     response_model=Page[OrderRead],
     summary="List orders",
-    responses=error_responses(validation=True),
+    responses=error_responses(*DATABASE_READ_ERRORS, validation=True),
 )
-async def list_orders(filters: Annotated[OrderFilters, Query()], reader: ReaderDep) -> Response:
+async def list_orders(filters: Annotated[OrderFilters, Query()], request: Request) -> Response:
     """List orders oldest first, optionally by status or customer, one page at a time."""
-    orders, next_cursor = await OrderQueries(reader).page(filters)
+    orders, next_cursor = await OrderQueries(Reader.of(request)).page(filters)
     page = Page[OrderRead](items=orders, next_cursor=next_cursor)
     return Response(page.model_dump_json(), media_type="application/json")
 
@@ -168,17 +165,23 @@ async def list_orders(filters: Annotated[OrderFilters, Query()], reader: ReaderD
     response_description="The order, cancelled",
     responses={
         status.HTTP_200_OK: {"headers": ORDER_HEADERS},
-        **error_responses(OrderNotFound, InvalidTransition, PreconditionFailed, validation=True),
+        **error_responses(
+            OrderNotFound,
+            InvalidTransition,
+            PreconditionFailed,
+            *DATABASE_ERRORS,
+            validation=True,
+        ),
     },
 )
 async def change_status(
     order_id: OrderId,
     body: StatusChange,  # noqa: ARG001 - validated only: "cancelled" is its one value
-    session: SessionDep,
     request: Request,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
     condition = IfMatch.parse(if_match) if if_match is not None else None
-    view = await order_service(session).cancel(order_id, if_match=condition)
+    async with UnitOfWork.of(request).begin() as session:
+        view = await order_service(session).cancel(order_id, if_match=condition)
     return order_response(view.order, view.etag, request)

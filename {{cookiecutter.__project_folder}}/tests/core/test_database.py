@@ -6,7 +6,7 @@ import logging
 
 import anyio
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from httpx import AsyncClient
 from pydantic import SecretStr
 from sqlalchemy import (
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.database import DriverStatement, Reader, create_engine, driver_connection
 from app.core.errors import Conflict
-from app.core.unit_of_work import SessionDep
+from app.core.unit_of_work import UnitOfWork
 from app.settings import DatabaseSettings
 
 
@@ -39,14 +39,15 @@ async def app(app: FastAPI, session: AsyncSession) -> FastAPI:
     await session.execute(text("CREATE TABLE uow_probe (note text NOT NULL)"))
 
     @app.post("/probe/{note}")
-    async def write(note: str, db: SessionDep) -> dict[str, str]:
-        await db.execute(text("INSERT INTO uow_probe (note) VALUES (:note)"), {"note": note})
-        if note == "conflict":
-            raise Conflict("refused after writing")
-        if note == "crash":
-            msg = "crashed after writing"
-            raise RuntimeError(msg)
-        return {"note": note}
+    async def write(note: str, request: Request) -> dict[str, str]:
+        async with UnitOfWork.of(request).begin() as db:
+            await db.execute(text("INSERT INTO uow_probe (note) VALUES (:note)"), {"note": note})
+            if note == "conflict":
+                raise Conflict("refused after writing")
+            if note == "crash":
+                msg = "crashed after writing"
+                raise RuntimeError(msg)
+            return {"note": note}
 
     return app
 

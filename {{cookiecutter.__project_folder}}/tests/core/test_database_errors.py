@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from httpx import AsyncClient, Response
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.core.database import ReaderDep
-from app.core.unit_of_work import SessionDep
+from app.core.database import Reader
+from app.core.unit_of_work import UnitOfWork
 from app.main import create_app
 from app.settings import DatabaseSettings, OutboxSettings, Settings
 from tests.helpers import lifespan_client
@@ -123,52 +123,59 @@ def app(app: FastAPI, engine: AsyncEngine, attempts: list[int]) -> FastAPI:
     """The application with routes that meet database errors on purpose."""
 
     @app.post("/probe/rule/{case}")
-    async def break_rule(case: str, db: SessionDep) -> dict[str, str]:
-        statement, parameters, _, _ = BROKEN_RULES[case]
-        await db.execute(text(statement), parameters)
-        return {"case": case}
+    async def break_rule(case: str, request: Request) -> dict[str, str]:
+        async with UnitOfWork.of(request).begin() as db:
+            statement, parameters, _, _ = BROKEN_RULES[case]
+            await db.execute(text(statement), parameters)
+            return {"case": case}
 
     @app.post("/probe/serialization")
-    async def bump(body: Bump, db: SessionDep) -> dict[str, Any]:
-        attempts.append(len(attempts) + 1)
-        await db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        await db.execute(
-            text("SELECT n FROM database_error_probe WHERE id = 1")
-        )  # takes the snapshot
-        if len(attempts) <= body.conflicts:
-            # Another transaction changes the row and commits after our snapshot.
-            async with engine.begin() as other:
-                await other.execute(text("UPDATE database_error_probe SET n = n + 10 WHERE id = 1"))
-        await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
-        return {"note": body.note, "attempts": len(attempts)}
+    async def bump(body: Bump, request: Request) -> dict[str, Any]:
+        async with UnitOfWork.of(request).begin() as db:
+            attempts.append(len(attempts) + 1)
+            await db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            await db.execute(
+                text("SELECT n FROM database_error_probe WHERE id = 1")
+            )  # takes the snapshot
+            if len(attempts) <= body.conflicts:
+                # Another transaction changes the row and commits after our snapshot.
+                async with engine.begin() as other:
+                    await other.execute(
+                        text("UPDATE database_error_probe SET n = n + 10 WHERE id = 1")
+                    )
+            await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
+            return {"note": body.note, "attempts": len(attempts)}
 
     @app.post("/probe/deadlock")
-    async def deadlock(db: SessionDep) -> dict[str, int]:
-        attempts.append(len(attempts) + 1)
-        # Longer than PostgreSQL's deadlock_timeout (1 s), so the deadlock is found first.
-        await db.execute(text("SET LOCAL lock_timeout = '20s'"))
-        await db.execute(text("SET LOCAL statement_timeout = '20s'"))
-        await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
-        if len(attempts) == 1:
-            pid = await db.scalar(text("SELECT pg_backend_pid()"))
-            locked = asyncio.Event()
-            app.state.other = asyncio.create_task(take_in_reverse(engine, pid, locked))
-            await locked.wait()
-            await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 2"))
-        return {"attempts": len(attempts)}
+    async def deadlock(request: Request) -> dict[str, int]:
+        async with UnitOfWork.of(request).begin() as db:
+            attempts.append(len(attempts) + 1)
+            # Longer than PostgreSQL's deadlock_timeout (1 s), so the deadlock is found first.
+            await db.execute(text("SET LOCAL lock_timeout = '20s'"))
+            await db.execute(text("SET LOCAL statement_timeout = '20s'"))
+            await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
+            if len(attempts) == 1:
+                pid = await db.scalar(text("SELECT pg_backend_pid()"))
+                locked = asyncio.Event()
+                app.state.other = asyncio.create_task(take_in_reverse(engine, pid, locked))
+                await locked.wait()
+                await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 2"))
+            return {"attempts": len(attempts)}
 
     @app.get("/probe/sleep")
-    async def sleep(db: SessionDep) -> None:
-        await db.execute(text("SELECT pg_sleep(30)"))
+    async def sleep(request: Request) -> None:
+        async with UnitOfWork.of(request).begin() as db:
+            await db.execute(text("SELECT pg_sleep(30)"))
 
     @app.get("/probe/read-sleep")
-    async def read_sleep(reader: ReaderDep) -> None:
-        async with reader.connection() as connection:
+    async def read_sleep(request: Request) -> None:
+        async with Reader.of(request).connection() as connection:
             await connection.execute("SELECT pg_sleep(30)")
 
     @app.get("/probe/locked")
-    async def locked(db: SessionDep) -> None:
-        await db.execute(text("UPDATE database_error_probe SET n = 2 WHERE id = 1"))
+    async def locked(request: Request) -> None:
+        async with UnitOfWork.of(request).begin() as db:
+            await db.execute(text("UPDATE database_error_probe SET n = 2 WHERE id = 1"))
 
     return app
 
@@ -374,13 +381,14 @@ async def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_reads_rec
 
 def with_probe(app: FastAPI) -> FastAPI:
     @app.get("/probe/one")
-    async def one(db: SessionDep) -> int | None:
-        one: int | None = await db.scalar(text("SELECT 1"))
-        return one
+    async def one(request: Request) -> int | None:
+        async with UnitOfWork.of(request).begin() as db:
+            one: int | None = await db.scalar(text("SELECT 1"))
+            return one
 
     @app.get("/probe/read-pid")
-    async def read_pid(reader: ReaderDep) -> int:
-        async with reader.connection() as connection:
+    async def read_pid(request: Request) -> int:
+        async with Reader.of(request).connection() as connection:
             pid: int = await connection.fetchval("SELECT pg_backend_pid()")
         return pid
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from httpx import AsyncClient
 from nats.js.errors import NotFoundError
 from sqlalchemy import delete, event, func, select, text
@@ -21,7 +21,7 @@ from structlog.types import EventDict
 
 from app.core.errors import Conflict
 from app.core.outbox import _DELETE_PUBLISHED, Outbox, OutboxMessage, enqueue
-from app.core.unit_of_work import SessionDep
+from app.core.unit_of_work import UnitOfWork
 from app.main import create_app
 from app.settings import OutboxSettings, Settings
 from app.worker.broker import MESSAGE_ID, JetStreamBroker, broker
@@ -35,12 +35,13 @@ def add_probe_route(app: FastAPI, trace: Path) -> None:
     """A route that writes a row, asks for a task, then succeeds or fails."""
 
     @app.post("/outbox/{outcome}")
-    async def write_and_queue(outcome: str, db: SessionDep) -> dict[str, str]:
-        await db.execute(text("INSERT INTO outbox_probe (note) VALUES (:n)"), {"n": outcome})
-        task_id = await enqueue(db, sample_tasks.record.kicker(), str(trace), outcome)
-        if outcome == "refused":
-            raise Conflict("refused after asking for a task")
-        return {"task_id": task_id}
+    async def write_and_queue(outcome: str, request: Request) -> dict[str, str]:
+        async with UnitOfWork.of(request).begin() as db:
+            await db.execute(text("INSERT INTO outbox_probe (note) VALUES (:n)"), {"n": outcome})
+            task_id = await enqueue(db, sample_tasks.record.kicker(), str(trace), outcome)
+            if outcome == "refused":
+                raise Conflict("refused after asking for a task")
+            return {"task_id": task_id}
 
 
 @pytest.fixture
