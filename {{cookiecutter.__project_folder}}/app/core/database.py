@@ -30,6 +30,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from sqlalchemy.util import greenlet_spawn
 
+from app.core import serialization
 from app.core.state import app_state
 from app.settings import DatabaseSettings
 
@@ -118,6 +119,8 @@ def create_engine(settings: DatabaseSettings, *, application_name: str) -> Async
         # SQLAlchemy then invalidates the pool's older connections, so the next requests reconnect.
         pool_pre_ping=False,
         echo=settings.echo,
+        json_serializer=serialization.dumps,
+        json_deserializer=serialization.loads,
         connect_args={
             "server_settings": {
                 # Shows up in pg_stat_activity, so a DBA can tell the API from the worker.
@@ -161,6 +164,10 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return factory
 
 
+# The dialect the engine uses; its constructor takes the JSON serializer, as the engine's does.
+_ASYNCPG_DIALECT: Callable[..., Dialect] = make_url("postgresql+asyncpg://").get_dialect()
+
+
 class DriverStatement:
     """A Core statement compiled once into asyncpg's SQL, for the reads a ``Reader`` runs.
 
@@ -183,7 +190,7 @@ class DriverStatement:
         row = await driver.fetchrow(NEW_ORDER.sql, *NEW_ORDER.arguments(id=..., ...))
     """
 
-    dialect: Dialect = make_url("postgresql+asyncpg://").get_dialect()()
+    dialect: Dialect = _ASYNCPG_DIALECT(json_serializer=serialization.dumps)
 
     def __init__(self, statement: ClauseElement, *, columns: Sequence[str] | None = None) -> None:
         # ``columns``: for an INSERT or UPDATE, the columns it sets, each bound by its own name
