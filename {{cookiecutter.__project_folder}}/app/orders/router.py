@@ -11,7 +11,7 @@ from app.core.conditional import IfMatch, PreconditionFailed
 from app.core.database import Reader
 from app.core.database_errors import DATABASE_ERRORS, DATABASE_READ_ERRORS
 from app.core.errors import error_responses
-from app.core.idempotency import Idempotency, IdempotencyKey, IdempotencyKeyReused
+from app.core.idempotency import IDEMPOTENCY_KEY_PARAMETER, Idempotency, IdempotencyKeyReused
 from app.core.openapi import header
 from app.core.pagination import Page
 from app.core.unit_of_work import UnitOfWork
@@ -125,23 +125,20 @@ async def get_order(order_id: OrderId, request: Request) -> Response:
         },
         **error_responses(IdempotencyKeyReused, *DATABASE_ERRORS, validation=True),
     },
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
-async def create_order(
-    body: OrderCreate,
-    request: Request,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
+async def create_order(body: OrderCreate, request: Request) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
+    idempotency = Idempotency.of(request)
     async with UnitOfWork.of(request).begin() as session:
-        idempotency = Idempotency.of(request, session, idempotency_key)
-        if (replayed := await idempotency.replay(body)) is not None:
+        if (replayed := await idempotency.replay(session, body)) is not None:
             return replayed
         created = await order_service(session).create(body)
         response = order_response(
             created.order, created.etag, request, status_code=status.HTTP_201_CREATED
         )
         response.headers["Location"] = response.headers["Content-Location"]
-        await idempotency.remember(response)
+        await idempotency.remember(session, response)
     return response
 
 
