@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -20,7 +21,7 @@ from app.core.openapi import ProjectInfo, ServiceAPI
 from app.core.outbox import Outbox
 from app.health.checks import ReadinessProbe
 from app.health.router import router as health_router
-from app.settings import Settings, get_settings
+from app.settings import Environment, Settings, get_settings
 from app.worker.broker import broker
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.wait_for(
                     asyncio.shield(connecting), settings.nats.connect_timeout + 1
                 )
+        if settings.environment is Environment.PRODUCTION:
+            # What start-up made (modules, models, routes, pools) lives as long as the process:
+            # frozen out of the cyclic garbage collector, a full collection no longer walks it.
+            # Under load one took 110-130 ms (every request in flight waited) for a create.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -1,6 +1,7 @@
 """The application as a server runs it: the ASGI lifespan protocol, through every middleware."""
 
 import asyncio
+import gc
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -8,7 +9,7 @@ from opentelemetry import trace
 from starlette.types import Message, Scope
 
 from app.main import create_app
-from app.settings import Settings, TelemetrySettings
+from app.settings import Environment, Settings, TelemetrySettings
 
 
 async def test_the_app_starts_and_stops_through_the_asgi_lifespan_protocol(
@@ -58,3 +59,18 @@ async def test_fastapis_telemetry_traces_requests_only_when_enabled(
 
     assert response.status_code == 200
     assert ("fastapi" in provider.asked) is enabled
+
+
+@pytest.mark.parametrize("environment", [Environment.TEST, Environment.PRODUCTION])
+async def test_production_freezes_what_start_up_made_out_of_the_garbage_collector(
+    settings: Settings, environment: Environment
+) -> None:
+    app = create_app(settings.model_copy(update={"environment": environment}))
+    assert gc.get_freeze_count() == 0
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+
+    assert (frozen > 0) is (environment is Environment.PRODUCTION)
