@@ -66,11 +66,13 @@ async def test_production_freezes_what_start_up_made_out_of_the_garbage_collecto
     settings: Settings, environment: Environment
 ) -> None:
     app = create_app(settings.model_copy(update={"environment": environment}))
-    assert gc.get_freeze_count() == 0
+    # Some interpreters start with a few objects frozen (Python 3.12: a few hundred).
+    before = gc.get_freeze_count()
     try:
         async with app.router.lifespan_context(app):
             frozen = gc.get_freeze_count()
     finally:
-        gc.unfreeze()
+        if gc.get_freeze_count() > before:
+            gc.unfreeze()
 
-    assert (frozen > 0) is (environment is Environment.PRODUCTION)
+    assert (frozen > before) is (environment is Environment.PRODUCTION)
