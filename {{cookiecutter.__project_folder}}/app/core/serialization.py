@@ -12,20 +12,17 @@ import json
 import orjson
 
 
-def dumps(value: object) -> str:
-    """``value`` as JSON text."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value)
-
-
 def dumpb(value: object) -> bytes:
     """``value`` as JSON, UTF-8 encoded."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
         return json.dumps(value).encode()
+
+
+def dumps(value: object) -> str:
+    """``value`` as JSON text."""
+    return dumpb(value).decode()
 
 
 def loads(text: str | bytes) -> object:
