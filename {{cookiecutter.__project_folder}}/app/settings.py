@@ -286,7 +286,7 @@ class Settings(BaseSettings):
     @property
     def worker_connections(self) -> int:
         """Connections a worker process's pool gives its tasks (a task holds one, its
-        ``TaskSession``): the pool, less the one the outbox's background work takes (the relay,
+        ``TaskWork``): the pool, less the one the outbox's background work takes (the relay,
         and the deletes of the rows of published tasks, one at a time); one at least."""
         pool = self.database.pool_size + self.database.max_overflow
         return max(pool - 1, 1)

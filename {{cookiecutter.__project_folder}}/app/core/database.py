@@ -323,12 +323,20 @@ class Reader:
         async def pooled() -> AsyncIterator[tuple[asyncpg.Connection, Invalidate]]:
             connection = await engine.raw_connection()
 
+            lost: list[BaseException] = []
+
             async def invalidate(exc: BaseException) -> None:
+                lost.append(exc)
                 await _to_the_end(greenlet_spawn(connection.invalidate, exc))
 
+            driver = _asyncpg(connection.driver_connection)
             try:
-                yield _asyncpg(connection.driver_connection), invalidate
+                yield driver, invalidate
             finally:
+                if not lost and driver.is_in_transaction():
+                    # A unit of work's transaction that did not end (its COMMIT or ROLLBACK
+                    # failed or was cancelled): the pool's reset would not end it either.
+                    await invalidate(ConnectionError("a transaction was left open"))
                 await _to_the_end(greenlet_spawn(connection.close))  # back to the pool
 
         return cls(pooled, gate)
@@ -361,8 +369,10 @@ class Reader:
                 asyncpg.InternalClientError,
                 OSError,
             ) as exc:
-                if isinstance(exc, asyncpg.PostgresError) and not driver.is_closed():
-                    raise  # the statement failed (a timeout, a rule): the connection is fine
+                if isinstance(exc, asyncpg.PostgresError | OSError) and not driver.is_closed():
+                    # The statement failed (a timeout, a rule), or something else in the block
+                    # did (a unit of work runs the caller's code): the connection is fine.
+                    raise
                 # The connection is gone or in doubt (a server that ended it, a protocol out of
                 # step), and SQLAlchemy never saw it fail: take it out of the pool.
                 await invalidate(exc)

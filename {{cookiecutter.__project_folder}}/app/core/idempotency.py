@@ -21,10 +21,13 @@ from pydantic import BaseModel
 from sqlalchemy import (
     DateTime,
     Index,
+    Interval,
     LargeBinary,
     String,
+    bindparam,
     delete,
     func,
+    null,
     select,
     text,
     tuple_,
@@ -34,9 +37,10 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.database import Base
+from app.core.database import Base, DriverStatement
 from app.core.errors import Conflict
 from app.core.state import app_state
+from app.core.unit_of_work import Work
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -70,6 +74,40 @@ class IdempotencyRecord(Base):
         DateTime(timezone=True), server_default=text("clock_timestamp()")
     )
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# The statements of a request's unit of work, compiled once (``DriverStatement``).
+_TABLE = Base.metadata.tables[IdempotencyRecord.__tablename__]
+_NEW = insert(_TABLE).values(expires_at=func.clock_timestamp() + bindparam("ttl", type_=Interval()))
+# Claim the key: a key in use waits for the transaction that holds it; an expired one is taken
+# over. Returns the key when this request has it.
+_CLAIM = DriverStatement(
+    _NEW.on_conflict_do_update(
+        index_elements=[_TABLE.c.scope, _TABLE.c.key],
+        set_={
+            "fingerprint": _NEW.excluded.fingerprint,
+            "status_code": null(),
+            "body": null(),
+            "headers": null(),
+            "created_at": func.clock_timestamp(),
+            "expires_at": _NEW.excluded.expires_at,
+        },
+        where=_TABLE.c.expires_at <= func.clock_timestamp(),
+    ).returning(_TABLE.c.key),
+    columns=["scope", "key", "fingerprint"],
+)
+_WHERE_KEY = (
+    _TABLE.c.scope == bindparam("record_scope"),
+    _TABLE.c.key == bindparam("record_key"),
+)
+_RECORD = DriverStatement(
+    select(_TABLE.c.fingerprint, _TABLE.c.status_code, _TABLE.c.body, _TABLE.c.headers).where(
+        *_WHERE_KEY
+    )
+)
+_REMEMBER = DriverStatement(
+    update(_TABLE).where(*_WHERE_KEY), columns=["status_code", "body", "headers"]
+)
 
 
 class IdempotencyKeyReused(Conflict):
@@ -139,7 +177,7 @@ class Idempotency:
         settings = app_state(request, "settings", Settings)
         return cls(f"{request.method} {request.url.path}", key, settings.idempotency.key_ttl)
 
-    async def replay(self, session: AsyncSession, content: BaseModel) -> Response | None:
+    async def replay(self, work: Work, content: BaseModel) -> Response | None:
         """The stored response of the key's first use, or None: the key is now this request's
         (or it has none), and the caller carries the request out and calls ``remember``.
 
@@ -150,64 +188,55 @@ class Idempotency:
         if self.key is None:
             return None
         fingerprint = hashlib.sha256(content.model_dump_json().encode()).hexdigest()
-        now = func.clock_timestamp()
-        claim = insert(IdempotencyRecord).values(
-            scope=self.scope,
-            key=self.key,
-            fingerprint=fingerprint,
-            expires_at=now + timedelta(seconds=self.ttl),
-        )
-        # A key in use waits for the transaction that holds it; an expired one is taken over.
-        claimed = claim.on_conflict_do_update(
-            index_elements=[IdempotencyRecord.scope, IdempotencyRecord.key],
-            set_={
-                "fingerprint": claim.excluded.fingerprint,
-                "status_code": None,
-                "body": None,
-                "headers": None,
-                "created_at": now,
-                "expires_at": claim.excluded.expires_at,
-            },
-            where=IdempotencyRecord.expires_at <= now,
-        ).returning(IdempotencyRecord.key)
+        driver = await work.connection()
         # Twice at most: a key that expires (and is purged) between the claim and the read
         # is claimed on the second try.
-        record: IdempotencyRecord | None = None
+        record = None
         for _ in range(2):
-            if (await session.execute(claimed)).scalar_one_or_none() is not None:
+            claim = _CLAIM.arguments(
+                scope=self.scope,
+                key=self.key,
+                fingerprint=fingerprint,
+                ttl=timedelta(seconds=self.ttl),
+            )
+            if await driver.fetchval(_CLAIM.sql, *claim) is not None:
                 self._claimed = True
                 return None
             # A fresh snapshot (READ COMMITTED): the first request's committed row.
-            record = await session.scalar(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.scope == self.scope, IdempotencyRecord.key == self.key
-                )
+            record = await driver.fetchrow(
+                _RECORD.sql, *_RECORD.arguments(record_scope=self.scope, record_key=self.key)
             )
             if record is not None:
                 break
-        if record is None or record.status_code is None or record.body is None:
+        if record is None or record["status_code"] is None or record["body"] is None:
             msg = f"idempotency key {self.key!r} of {self.scope} has no stored response"
             raise RuntimeError(msg)
-        if record.fingerprint != fingerprint:
+        if record["fingerprint"] != fingerprint:
             raise IdempotencyKeyReused
-        log.info("idempotency.replayed", scope=self.scope, status=record.status_code)
+        log.info("idempotency.replayed", scope=self.scope, status=record["status_code"])
         return Response(
-            content=record.body,
-            status_code=record.status_code,
-            headers={**(record.headers or {}), REPLAYED_HEADER: "true"},
+            content=record["body"],
+            status_code=record["status_code"],
+            headers={**(record["headers"] or {}), REPLAYED_HEADER: "true"},
         )
 
-    async def remember(self, session: AsyncSession, response: Response) -> None:
+    async def remember(self, work: Work, response: Response) -> None:
         """Store the response for later replays, in the request's unit of work."""
         if not self._claimed:
             return
         headers = {
             name: response.headers[name] for name in _STORED_HEADERS if name in response.headers
         }
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == self.scope, IdempotencyRecord.key == self.key)
-            .values(status_code=response.status_code, body=bytes(response.body), headers=headers)
+        driver = await work.connection()
+        await driver.execute(
+            _REMEMBER.sql,
+            *_REMEMBER.arguments(
+                record_scope=self.scope,
+                record_key=self.key,
+                status_code=response.status_code,
+                body=bytes(response.body),
+                headers=headers,
+            ),
         )
 
 

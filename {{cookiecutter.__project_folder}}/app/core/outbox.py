@@ -1,7 +1,7 @@
 """The transactional outbox: a task exists exactly when the data it works on does.
 
-``enqueue(session, task.kicker(), ...)`` writes the task to the ``outbox`` table in the session's
-unit of work. After the commit the process publishes it at once (the fast path), with
+``enqueue(work, task.kicker(), ...)`` writes the task to the ``outbox`` table in the unit of
+work ``work``. After the commit the process publishes it at once (the fast path), with
 ``Nats-Msg-Id`` set to the task id; the rows it published are deleted off the request path, many
 in one statement (one DELETE per burst instead of a transaction per request). Whatever the fast
 path missed (NATS
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import asyncpg
 import structlog
 from sqlalchemy import (
     DateTime,
@@ -40,14 +41,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from taskiq.kicker import AsyncKicker
 
 from app.core.context import current_request_id
-from app.core.database import Base, DriverStatement, driver_connection
+from app.core.database import Base, DriverStatement
 from app.settings import OutboxSettings
 
 log = structlog.get_logger(__name__)
-
-# Keys of AsyncSession.info: the outbox of the unit of work, and the rows it wrote.
-_OUTBOX = "outbox"
-_PENDING = "outbox_pending"
 
 
 def single_line(text_value: str, limit: int = 1000) -> str:
@@ -150,30 +147,6 @@ class Outbox:
         # The relay and the deletes take turns: the outbox's background work holds one
         # connection at most (a worker's concurrency counts on it: Settings.worker_connections).
         self._background = asyncio.Lock()
-
-    def attach(self, session: AsyncSession) -> None:
-        """Make ``session`` a unit of work whose tasks go through this outbox."""
-        session.info[_OUTBOX] = self
-
-    @staticmethod
-    def of(session: AsyncSession) -> "Outbox":
-        outbox = session.info.get(_OUTBOX)
-        if not isinstance(outbox, Outbox):
-            msg = "this session is not a unit of work (use UnitOfWork.begin or TaskSession)"
-            raise TypeError(msg)
-        return outbox
-
-    @staticmethod
-    def discard(session: AsyncSession) -> None:
-        """Forget the tasks of a unit of work that rolls back (their rows roll back with it)."""
-        session.info.pop(_PENDING, None)
-
-    async def commit(self, session: AsyncSession) -> None:
-        """Commit the unit of work, then publish the tasks it wrote (the fast path)."""
-        pending: list[PendingTask] = session.info.pop(_PENDING, [])
-        await session.commit()
-        if pending:
-            await self.publish_committed(pending)
 
     async def publish_committed(self, rows: Sequence[PendingTask]) -> None:
         """Publish committed rows; the ones that made it are deleted in the background (see
@@ -288,16 +261,30 @@ class Outbox:
                 log.warning("outbox.relay_error", error=repr(exc))
 
 
+class InUnitOfWork(Protocol):
+    """What ``enqueue`` needs of a unit of work (``app.core.unit_of_work.Work``, which
+    publishes through the outbox once it commits)."""
+
+    @property
+    def outbox(self) -> "Outbox": ...
+
+    @property
+    def pending(self) -> list[PendingTask]:
+        """The tasks written so far, to publish after the commit."""
+        ...
+
+    async def connection(self) -> asyncpg.Connection: ...
+
+
 async def enqueue[**P, R](
-    session: AsyncSession, kicker: AsyncKicker[P, R], /, *args: P.args, **kwargs: P.kwargs
+    work: InUnitOfWork, kicker: AsyncKicker[P, R], /, *args: P.args, **kwargs: P.kwargs
 ) -> str:
-    """Write the task to the outbox of ``session``'s unit of work; return its id.
+    """Write the task to the outbox in the unit of work ``work``; return its id.
 
     It is published after the commit, and never if the unit of work rolls back. A kicker with
     a fixed id (``.with_task_id(...)``) is written once while unpublished, and JetStream drops
     a second copy within its duplicate window: a way to ask for a task again without flooding.
     """
-    outbox = Outbox.of(session)
     if request_id := current_request_id():
         kicker = kicker.with_labels(request_id=request_id)
     fixed = kicker.custom_task_id is not None
@@ -313,17 +300,16 @@ async def enqueue[**P, R](
     )
     values = {
         "id": task.id,
-        "queue": outbox.publisher.queue,
+        "queue": work.outbox.publisher.queue,
         "task_name": task.task_name,
         "body": task.body,
         "headers": task.headers,
     }
-    driver = await driver_connection(session)
-    pending: list[PendingTask] = session.info.setdefault(_PENDING, [])
+    driver = await work.connection()
     if not fixed:
         await driver.execute(_INSERT.sql, *_INSERT.arguments(**values))
-        pending.append(task)
+        work.pending.append(task)
         return task.id
     if await driver.fetchval(_INSERT_ONCE.sql, *_INSERT_ONCE.arguments(**values)) is not None:
-        pending.append(task)
+        work.pending.append(task)
     return task.id

@@ -9,15 +9,26 @@ from sqlalchemy.orm.interfaces import ORMOption
 
 from app.core.database import Entity
 from app.core.pagination import decode_cursor, encode_cursor
+from app.core.unit_of_work import Work
 
 
 class Repository[M: Entity]:
-    """Common queries for one model; a subclass sets ``model`` and adds its own queries."""
+    """Common queries for one model; a subclass sets ``model`` and adds its own queries.
+
+    It works in a unit of work: hot statements run as ``DriverStatement``s on
+    ``await self.work.connection()``, ORM queries on ``self.session`` (a unit of work with an
+    ORM session: a task's, or a request's begun with ``orm=True``).
+    """
 
     model: type[M]
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, work: Work) -> None:
+        self.work = work
+
+    @property
+    def session(self) -> AsyncSession:
+        """The unit of work's ORM session."""
+        return self.work.session
 
     async def get_by_id(
         self,

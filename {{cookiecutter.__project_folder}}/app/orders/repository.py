@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import selectinload
 
-from app.core.database import Base, DriverStatement, driver_connection
+from app.core.database import Base, DriverStatement
 from app.core.repository import Repository
 from app.models import Order, OrderItem
 from app.orders.status import OrderStatus
@@ -95,7 +95,7 @@ class OrderRepository(Repository[Order]):
     ) -> StoredOrder:
         """Insert a pending order and its items, (sku, quantity, unit price) in order; return
         what the database set."""
-        driver = await driver_connection(self.session)
+        driver = await self.work.connection()
         stored = await driver.fetchrow(
             _INSERT_ORDER.sql,
             *_INSERT_ORDER.arguments(
@@ -122,13 +122,13 @@ class OrderRepository(Repository[Order]):
 
     async def lock_status(self, order_id: uuid.UUID) -> tuple[OrderStatus, int] | None:
         """Lock the order's row until the transaction ends; its status and version, or None."""
-        driver = await driver_connection(self.session)
+        driver = await self.work.connection()
         row = await driver.fetchrow(_LOCK.sql, *_LOCK.arguments(order_id=order_id))
         return None if row is None else (OrderStatus(row["status"]), row["version"])
 
     async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> None:
         """Set the status of a locked order (and count a new version)."""
-        driver = await driver_connection(self.session)
+        driver = await self.work.connection()
         await driver.execute(
             _SET_STATUS.sql, *_SET_STATUS.arguments(order_id=order_id, new_status=status)
         )

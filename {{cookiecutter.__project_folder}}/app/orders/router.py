@@ -130,15 +130,15 @@ async def get_order(order_id: OrderId, request: Request) -> Response:
 async def create_order(body: OrderCreate, request: Request) -> Response:
     """Record a new order; it starts as pending and is processed in the background."""
     idempotency = Idempotency.of(request)
-    async with UnitOfWork.of(request).begin() as session:
-        if (replayed := await idempotency.replay(session, body)) is not None:
+    async with UnitOfWork.of(request).begin() as work:
+        if (replayed := await idempotency.replay(work, body)) is not None:
             return replayed
-        created = await order_service(session).create(body)
+        created = await order_service(work).create(body)
         response = order_response(
             created.order, created.etag, request, status_code=status.HTTP_201_CREATED
         )
         response.headers["Location"] = response.headers["Content-Location"]
-        await idempotency.remember(session, response)
+        await idempotency.remember(work, response)
     return response
 
 
@@ -179,6 +179,6 @@ async def change_status(
 ) -> Response:
     """Cancel a pending or processing order (the only status a client may set); 409 otherwise."""
     condition = IfMatch.parse(if_match) if if_match is not None else None
-    async with UnitOfWork.of(request).begin() as session:
-        view = await order_service(session).cancel(order_id, if_match=condition)
+    async with UnitOfWork.of(request).begin() as work:
+        view = await order_service(work).cancel(order_id, if_match=condition)
     return order_response(view.order, view.etag, request)

@@ -9,7 +9,6 @@ from typing import Protocol
 import structlog
 
 from app.core.conditional import IfMatch, check_if_match, strong_etag
-from app.core.database import Reader
 from app.orders.exceptions import InvalidTransition, OrderNotFound
 from app.orders.queries import OrderQueries
 from app.orders.repository import OrderRepository
@@ -87,8 +86,7 @@ class OrderService:
         await self.repository.set_status(order_id, OrderStatus.CANCELLED)
         log.info("order.status_changed", order_id=str(order_id), old=previous, new="cancelled")
         # The order as this transaction now sees it, read like any other read.
-        connection = await self.repository.session.connection()
-        view = await OrderQueries(Reader.within(connection)).get(order_id)
+        view = await OrderQueries(self.repository.work.reader()).get(order_id)
         if view is None:  # pragma: no cover - the row is locked by this transaction
             raise OrderNotFound(order_id)
         return view

@@ -1,11 +1,11 @@
 """Tasks of the service itself; each domain keeps its own in ``app/<domain>/tasks.py``."""
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.idempotency import purge_expired
+from app.core.unit_of_work import Work
 from app.worker.broker import broker
-from app.worker.dependencies import TaskSession
+from app.worker.dependencies import TaskWork
 
 log = structlog.get_logger(__name__)
 
@@ -22,12 +22,12 @@ async def heartbeat() -> str:
 
 
 @broker.task(task_name="idempotency.purge", schedule=[{"cron": "*/10 * * * *"}])
-async def purge_idempotency_keys(session: AsyncSession = TaskSession) -> int:
+async def purge_idempotency_keys(work: Work = TaskWork) -> int:
     """Delete expired idempotency keys (an expired key is reusable at once anyway; this only
     keeps the table small)."""
     deleted = 0
     while deleted < PURGE_LIMIT:
-        batch = await purge_expired(session, batch_size=PURGE_BATCH)
+        batch = await purge_expired(work.session, batch_size=PURGE_BATCH)
         deleted += batch
         if batch < PURGE_BATCH:
             break

@@ -1,8 +1,11 @@
-"""The session dependency is the unit of work: commit on success, roll back on error."""
+"""The unit of work: commit on success, roll back on error; the engine, readers and driver
+statements."""
 
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import pytest
@@ -27,10 +30,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.database import DriverStatement, Reader, create_engine, driver_connection
+from app.core.database import (
+    DriverStatement,
+    Reader,
+    create_engine,
+    create_sessionmaker,
+    driver_connection,
+)
 from app.core.errors import Conflict
+from app.core.outbox import Outbox
 from app.core.unit_of_work import UnitOfWork
-from app.settings import DatabaseSettings
+from app.settings import DatabaseSettings, OutboxSettings
 
 
 @pytest.fixture
@@ -38,54 +48,76 @@ async def app(app: FastAPI, session: AsyncSession) -> FastAPI:
     """The application with routes that write a row, then succeed or fail."""
     await session.execute(text("CREATE TABLE uow_probe (note text NOT NULL)"))
 
-    @app.post("/probe/{note}")
+    def check(note: str) -> dict[str, str]:
+        if note == "conflict":
+            raise Conflict("refused after writing")
+        if note == "crash":
+            msg = "crashed after writing"
+            raise RuntimeError(msg)
+        return {"note": note}
+
+    @app.post("/probe/driver/{note}")
     async def write(note: str, request: Request) -> dict[str, str]:
-        async with UnitOfWork.of(request).begin() as db:
-            await db.execute(text("INSERT INTO uow_probe (note) VALUES (:note)"), {"note": note})
-            if note == "conflict":
-                raise Conflict("refused after writing")
-            if note == "crash":
-                msg = "crashed after writing"
-                raise RuntimeError(msg)
-            return {"note": note}
+        async with UnitOfWork.of(request).begin() as work:
+            driver = await work.connection()
+            await driver.execute("INSERT INTO uow_probe (note) VALUES ($1)", note)
+            return check(note)
+
+    @app.post("/probe/orm/{note}")
+    async def write_with_the_orm(note: str, request: Request) -> dict[str, str]:
+        async with UnitOfWork.of(request).begin(orm=True) as work:
+            await work.session.execute(
+                text("INSERT INTO uow_probe (note) VALUES (:note)"), {"note": note}
+            )
+            return check(note)
 
     return app
+
+
+# Both kinds of unit of work: on the driver's connection (a route's default) and with the ORM.
+KINDS = pytest.mark.parametrize("kind", ["driver", "orm"])
 
 
 async def notes(session: AsyncSession) -> list[str]:
     return list((await session.scalars(text("SELECT note FROM uow_probe ORDER BY note"))).all())
 
 
-async def test_successful_request_commits(client: AsyncClient, session: AsyncSession) -> None:
-    response = await client.post("/probe/kept")
+@KINDS
+async def test_successful_request_commits(
+    client: AsyncClient, session: AsyncSession, kind: str
+) -> None:
+    response = await client.post(f"/probe/{kind}/kept")
 
     assert response.status_code == 200
     assert await notes(session) == ["kept"]
 
 
+@KINDS
 async def test_domain_error_rolls_back_what_the_handler_wrote(
-    client: AsyncClient, session: AsyncSession
+    client: AsyncClient, session: AsyncSession, kind: str
 ) -> None:
-    response = await client.post("/probe/conflict")
+    response = await client.post(f"/probe/{kind}/conflict")
 
     assert response.status_code == 409
     assert await notes(session) == []
 
 
+@KINDS
 async def test_crash_rolls_back_what_the_handler_wrote(
-    client: AsyncClient, session: AsyncSession
+    client: AsyncClient, session: AsyncSession, kind: str
 ) -> None:
-    response = await client.post("/probe/crash")
+    response = await client.post(f"/probe/{kind}/crash")
 
     assert response.status_code == 500
     assert await notes(session) == []
 
 
+@KINDS
 async def test_failed_request_does_not_undo_an_earlier_one(
-    client: AsyncClient, session: AsyncSession
+    client: AsyncClient, session: AsyncSession, kind: str
 ) -> None:
-    await client.post("/probe/first")
-    await client.post("/probe/conflict")
+    await client.post(f"/probe/{kind}/first")
+    await client.post(f"/probe/{kind}/conflict")
 
     assert await notes(session) == ["first"]
 
@@ -248,3 +280,87 @@ async def test_a_reader_within_a_transaction_reads_in_that_transaction(
         await connection.rollback()
 
     assert read == written
+
+
+@pytest.fixture
+async def pooled(database_url: str) -> AsyncIterator[tuple[UnitOfWork, AsyncEngine, str]]:
+    """A unit of work on a pool of one connection, and a table of the test's own (dropped)."""
+    engine = create_engine(
+        DatabaseSettings(url=SecretStr(database_url), pool_size=1, max_overflow=0),
+        application_name="test",
+    )
+    table = f"uow_pooled_{uuid.uuid4().hex[:8]}"
+    gate = asyncio.Semaphore(1)
+    sessionmaker = create_sessionmaker(engine)
+    outbox = Outbox(sessionmaker, NoQueue(), OutboxSettings())
+    unit_of_work = UnitOfWork(Reader.on(engine, gate), sessionmaker, outbox, gate)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE {table} (note text NOT NULL)"))
+    try:
+        yield unit_of_work, engine, table
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP TABLE {table}"))
+        await engine.dispose()
+
+
+class NoQueue:
+    """The publisher of an outbox that must publish nothing: these units of work ask for no
+    task."""
+
+    queue = "unused"
+    is_connected = False
+
+    async def publish(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:
+        raise AssertionError((message_id, body, headers))
+
+
+async def test_a_driver_unit_of_work_commits_on_a_pooled_connection_and_gives_it_back(
+    pooled: tuple[UnitOfWork, AsyncEngine, str],
+) -> None:
+    unit_of_work, engine, table = pooled
+    async with unit_of_work.begin() as work:
+        driver = await work.connection()
+        assert driver.is_in_transaction()
+        assert unit_of_work.gate.locked(), "it takes its connection through the gate"
+        await driver.execute(f"INSERT INTO {table} VALUES ('kept')")  # noqa: S608 - the test's
+
+    async def write_then_fail() -> None:
+        async with unit_of_work.begin() as work:
+            await (await work.connection()).execute(f"INSERT INTO {table} VALUES ('undone')")  # noqa: S608
+            msg = "after writing"
+            raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="after writing"):
+        await write_then_fail()
+
+    assert not unit_of_work.gate.locked()
+    assert "Checked out connections: 0" in engine.pool.status()
+    async with Reader.on(engine).connection() as connection:
+        assert not connection.is_in_transaction()
+        assert await connection.fetchval(f"SELECT array_agg(note) FROM {table}") == ["kept"]  # noqa: S608
+
+
+async def test_a_unit_of_work_cancelled_mid_transaction_leaves_no_transaction_in_the_pool(
+    pooled: tuple[UnitOfWork, AsyncEngine, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # An anyio cancel scope cancels every wait in it, the ROLLBACK's too: a connection still in
+    # its transaction must not go back to the pool (the pool's reset would not end it), or the
+    # next request would run inside it.
+    unit_of_work, engine, table = pooled
+    with anyio.CancelScope() as scope:
+        async with unit_of_work.begin() as work:
+            driver = await work.connection()
+            await driver.execute(f"INSERT INTO {table} VALUES ('cancelled')")  # noqa: S608
+            scope.cancel()
+            await anyio.sleep(30)  # cancelled at once
+    assert scope.cancelled_caught
+
+    assert "Checked out connections: 0" in engine.pool.status()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    async with asyncio.timeout(5), unit_of_work.begin() as work:
+        driver = await work.connection()
+        assert await driver.fetchval(f"SELECT count(*) FROM {table}") == 0  # noqa: S608
+        await driver.execute(f"INSERT INTO {table} VALUES ('next')")  # noqa: S608
+    async with Reader.on(engine).connection() as connection:
+        assert await connection.fetchval(f"SELECT array_agg(note) FROM {table}") == ["next"]  # noqa: S608

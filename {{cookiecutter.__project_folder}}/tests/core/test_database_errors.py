@@ -15,8 +15,8 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.core.database import Reader
-from app.core.unit_of_work import UnitOfWork
+from app.core.database import DriverStatement, Reader
+from app.core.unit_of_work import UnitOfWork, Work
 from app.main import create_app
 from app.settings import DatabaseSettings, OutboxSettings, Settings
 from tests.helpers import lifespan_client
@@ -107,6 +107,17 @@ BROKEN_RULES = {
 }
 
 
+async def execute(work: Work, statement: str, *, orm: bool = False, **parameters: object) -> object:
+    """Run SQL in a unit of work on the driver's connection (as routes write), or with ``orm``
+    on its session (whose errors SQLAlchemy wraps); the first value it returns, if any."""
+    if orm:
+        result = await work.session.execute(text(statement), parameters)
+        return result.scalar() if statement.startswith("SELECT") else None
+    compiled = DriverStatement(text(statement))
+    driver = await work.connection()
+    return await driver.fetchval(compiled.sql, *compiled.arguments(**parameters))
+
+
 class Bump(BaseModel):
     conflicts: int
     note: str
@@ -123,49 +134,48 @@ def app(app: FastAPI, engine: AsyncEngine, attempts: list[int]) -> FastAPI:
     """The application with routes that meet database errors on purpose."""
 
     @app.post("/probe/rule/{case}")
-    async def break_rule(case: str, request: Request) -> dict[str, str]:
-        async with UnitOfWork.of(request).begin() as db:
+    async def break_rule(case: str, request: Request, orm: bool = False) -> dict[str, str]:
+        async with UnitOfWork.of(request).begin(orm=orm) as work:
             statement, parameters, _, _ = BROKEN_RULES[case]
-            await db.execute(text(statement), parameters)
+            await execute(work, statement, orm=orm, **parameters)
             return {"case": case}
 
     @app.post("/probe/serialization")
     async def bump(body: Bump, request: Request) -> dict[str, Any]:
-        async with UnitOfWork.of(request).begin() as db:
+        async with UnitOfWork.of(request).begin() as work:
             attempts.append(len(attempts) + 1)
-            await db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            await db.execute(
-                text("SELECT n FROM database_error_probe WHERE id = 1")
-            )  # takes the snapshot
+            await execute(work, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            await execute(work, "SELECT n FROM database_error_probe WHERE id = 1")  # the snapshot
             if len(attempts) <= body.conflicts:
                 # Another transaction changes the row and commits after our snapshot.
                 async with engine.begin() as other:
                     await other.execute(
                         text("UPDATE database_error_probe SET n = n + 10 WHERE id = 1")
                     )
-            await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
+            await execute(work, "UPDATE database_error_probe SET n = n + 1 WHERE id = 1")
             return {"note": body.note, "attempts": len(attempts)}
 
     @app.post("/probe/deadlock")
     async def deadlock(request: Request) -> dict[str, int]:
-        async with UnitOfWork.of(request).begin() as db:
+        async with UnitOfWork.of(request).begin() as work:
             attempts.append(len(attempts) + 1)
             # Longer than PostgreSQL's deadlock_timeout (1 s), so the deadlock is found first.
-            await db.execute(text("SET LOCAL lock_timeout = '20s'"))
-            await db.execute(text("SET LOCAL statement_timeout = '20s'"))
-            await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 1"))
+            await execute(work, "SET LOCAL lock_timeout = '20s'")
+            await execute(work, "SET LOCAL statement_timeout = '20s'")
+            await execute(work, "UPDATE database_error_probe SET n = n + 1 WHERE id = 1")
             if len(attempts) == 1:
-                pid = await db.scalar(text("SELECT pg_backend_pid()"))
+                pid = await execute(work, "SELECT pg_backend_pid()")
+                assert isinstance(pid, int)
                 locked = asyncio.Event()
                 app.state.other = asyncio.create_task(take_in_reverse(engine, pid, locked))
                 await locked.wait()
-                await db.execute(text("UPDATE database_error_probe SET n = n + 1 WHERE id = 2"))
+                await execute(work, "UPDATE database_error_probe SET n = n + 1 WHERE id = 2")
             return {"attempts": len(attempts)}
 
     @app.get("/probe/sleep")
     async def sleep(request: Request) -> None:
-        async with UnitOfWork.of(request).begin() as db:
-            await db.execute(text("SELECT pg_sleep(30)"))
+        async with UnitOfWork.of(request).begin() as work:
+            await execute(work, "SELECT pg_sleep(30)")
 
     @app.get("/probe/read-sleep")
     async def read_sleep(request: Request) -> None:
@@ -174,8 +184,8 @@ def app(app: FastAPI, engine: AsyncEngine, attempts: list[int]) -> FastAPI:
 
     @app.get("/probe/locked")
     async def locked(request: Request) -> None:
-        async with UnitOfWork.of(request).begin() as db:
-            await db.execute(text("UPDATE database_error_probe SET n = 2 WHERE id = 1"))
+        async with UnitOfWork.of(request).begin() as work:
+            await execute(work, "UPDATE database_error_probe SET n = 2 WHERE id = 1")
 
     return app
 
@@ -230,12 +240,13 @@ def assert_problem(response: Response, status: int, code: str) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_RULES))
+@pytest.mark.parametrize("orm", [False, True], ids=["driver", "orm"])
 async def test_a_broken_rule_of_the_data_is_a_4xx_problem_without_sql_or_values(
-    committing_client: AsyncClient, engine: AsyncEngine, case: str
+    committing_client: AsyncClient, engine: AsyncEngine, case: str, orm: bool
 ) -> None:
     _, _, status, code = BROKEN_RULES[case]
 
-    response = await committing_client.post(f"/probe/rule/{case}")
+    response = await committing_client.post(f"/probe/rule/{case}", params={"orm": orm})
 
     body = assert_problem(response, status, code)
     assert TABLE not in response.text
@@ -382,8 +393,9 @@ async def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_reads_rec
 def with_probe(app: FastAPI) -> FastAPI:
     @app.get("/probe/one")
     async def one(request: Request) -> int | None:
-        async with UnitOfWork.of(request).begin() as db:
-            one: int | None = await db.scalar(text("SELECT 1"))
+        async with UnitOfWork.of(request).begin() as work:
+            one = await execute(work, "SELECT 1")
+            assert one is None or isinstance(one, int)
             return one
 
     @app.get("/probe/read-pid")

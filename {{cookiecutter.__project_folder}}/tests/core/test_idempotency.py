@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.unit_of_work import Work
 from app.models import IdempotencyRecord
 from app.worker import tasks
 from app.worker.broker import broker
@@ -28,7 +29,7 @@ async def test_purge_deletes_expired_keys_only(session: AsyncSession) -> None:
     )
     await session.flush()
 
-    deleted = await tasks.purge_idempotency_keys(session)
+    deleted = await tasks.purge_idempotency_keys(Work(session=session))
 
     assert deleted == 5
     left = (
@@ -44,7 +45,7 @@ async def test_purge_takes_every_batch(session: AsyncSession) -> None:
     session.add_all([record(f"old-{n}", expires_in=-60) for n in range(count)])
     await session.flush()
 
-    assert await tasks.purge_idempotency_keys(session) == count
+    assert await tasks.purge_idempotency_keys(Work(session=session)) == count
     assert (await session.scalars(select(IdempotencyRecord.key))).all() == []
 
 

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from structlog.types import EventDict
 
+from app.core.database import Reader
 from app.core.errors import Conflict
 from app.core.outbox import _DELETE_PUBLISHED, Outbox, OutboxMessage, enqueue
-from app.core.unit_of_work import UnitOfWork
+from app.core.unit_of_work import UnitOfWork, Work
 from app.main import create_app
 from app.settings import OutboxSettings, Settings
 from app.worker.broker import MESSAGE_ID, JetStreamBroker, broker
@@ -36,9 +37,10 @@ def add_probe_route(app: FastAPI, trace: Path) -> None:
 
     @app.post("/outbox/{outcome}")
     async def write_and_queue(outcome: str, request: Request) -> dict[str, str]:
-        async with UnitOfWork.of(request).begin() as db:
-            await db.execute(text("INSERT INTO outbox_probe (note) VALUES (:n)"), {"n": outcome})
-            task_id = await enqueue(db, sample_tasks.record.kicker(), str(trace), outcome)
+        async with UnitOfWork.of(request).begin() as work:
+            driver = await work.connection()
+            await driver.execute("INSERT INTO outbox_probe (note) VALUES ($1)", outcome)
+            task_id = await enqueue(work, sample_tasks.record.kicker(), str(trace), outcome)
             if outcome == "refused":
                 raise Conflict("refused after asking for a task")
             return {"task_id": task_id}
@@ -123,6 +125,8 @@ async def test_rolled_back_request_saves_and_sends_nothing(
 @pytest.mark.slow
 @pytest.mark.usefixtures("probe_table")
 async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
+    *,
+    connection: AsyncConnection,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
     fresh_queue: Settings,
@@ -138,6 +142,7 @@ async def test_nats_down_accepts_the_write_and_keeps_the_task_for_the_relay(
     add_probe_route(app, tmp_path / "trace.txt")
     async with lifespan_client(app) as client:
         app.state.sessionmaker = sessionmaker
+        app.state.reader = Reader.within(connection)
         response = await client.post("/outbox/ok")
     assert response.status_code == 200
     [row] = await outbox_rows(session, publisher.queue)
@@ -163,8 +168,8 @@ async def test_relay_leaves_young_rows_to_the_fast_path(
     tmp_path: Path,
 ) -> None:
     young = Outbox(sessionmaker, publisher, OutboxSettings(relay_min_age=60))
-    young.attach(session)
-    await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "young")
+    work = Work(session=session, outbox=young)
+    await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), "young")
     await session.flush()
 
     assert await young.relay_once() == 0
@@ -192,9 +197,9 @@ async def test_failed_relay_publish_backs_off_and_keeps_the_row(
     tmp_path: Path,
 ) -> None:
     writer = relay_now(sessionmaker, publisher)
-    writer.attach(session)
+    work = Work(session=session, outbox=writer)
     for note in ("first", "second"):
-        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), note)
+        await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), note)
     await session.flush()
     failing = FailingPublisher(publisher.queue)
     relay = Outbox(sessionmaker, failing, OutboxSettings(relay_min_age=0, retry_delay=30))
@@ -224,15 +229,15 @@ async def test_a_fixed_task_id_is_saved_once_and_published_once(
     outbox = relay_now(sessionmaker, publisher)
     kicker = sample_tasks.record.kicker().with_task_id("again:probe")
     for _ in range(2):
-        outbox.attach(session)
-        await enqueue(session, kicker, str(tmp_path), "again")
+        work = Work(session=session, outbox=outbox)
+        await enqueue(work, kicker, str(tmp_path), "again")
         await session.flush()
     assert len(await outbox_rows(session, publisher.queue)) == 1
 
     assert await outbox.relay_once() == 1
     # Asked again after it was published: saved and published again, dropped by JetStream.
-    outbox.attach(session)
-    await enqueue(session, kicker, str(tmp_path), "again")
+    work = Work(session=session, outbox=outbox)
+    await enqueue(work, kicker, str(tmp_path), "again")
     await session.flush()
     assert await outbox.relay_once() == 1
 
@@ -247,9 +252,9 @@ async def test_published_rows_handed_in_together_are_deleted_by_one_statement(
     tmp_path: Path,
 ) -> None:
     outbox = relay_now(sessionmaker, publisher)
-    outbox.attach(session)
+    work = Work(session=session, outbox=outbox)
     ids = [
-        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), str(note))
+        await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), str(note))
         for note in range(3)
     ]
     await session.commit()
@@ -281,8 +286,8 @@ async def test_a_failed_delete_leaves_the_rows_to_the_relay(
     log_events: list[EventDict],
 ) -> None:
     writer = relay_now(sessionmaker, publisher)
-    writer.attach(session)
-    task_id = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "kept")
+    work = Work(session=session, outbox=writer)
+    task_id = await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), "kept")
     await session.commit()
     unreachable = create_async_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
     cut_off = Outbox(async_sessionmaker(unreachable), publisher, OutboxSettings(relay_min_age=0))
@@ -323,9 +328,9 @@ async def test_the_relay_and_the_deletes_take_turns_on_one_connection(
     mine: list[str] = []
     try:
         async with sessionmaker() as session:
-            outbox.attach(session)
-            relayed = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "r")
-            published = await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "p")
+            work = Work(session=session, outbox=outbox)
+            relayed = await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), "r")
+            published = await enqueue(work, sample_tasks.record.kicker(), str(tmp_path), "p")
             mine += [relayed, published]
             await session.execute(delete(OutboxMessage).where(OutboxMessage.id == published))
             # Published by another process's fast path: not the relay's (another queue).
@@ -361,8 +366,8 @@ async def test_the_relay_and_the_deletes_take_turns_on_one_connection(
 async def test_enqueue_outside_a_unit_of_work_is_refused(
     session: AsyncSession, tmp_path: Path
 ) -> None:
-    with pytest.raises(TypeError, match="not a unit of work"):
-        await enqueue(session, sample_tasks.record.kicker(), str(tmp_path), "lost")
+    with pytest.raises(TypeError, match="has no outbox"):
+        await enqueue(Work(session=session), sample_tasks.record.kicker(), str(tmp_path), "lost")
 
 
 async def test_api_process_only_publishes(queue: JetStreamBroker) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.core.database import NAMING_CONVENTION, Entity
 from app.core.repository import Repository
+from app.core.unit_of_work import Work
 
 
 class ProbeBase(DeclarativeBase):
@@ -31,7 +32,7 @@ async def repository(session: AsyncSession) -> ProbeRepository:
     """A repository on a table that lives only in the test's transaction."""
     connection = await session.connection()
     await connection.run_sync(ProbeBase.metadata.create_all)
-    return ProbeRepository(session)
+    return ProbeRepository(Work(session=session))
 
 
 async def test_add_flushes_and_sets_server_timestamps(repository: ProbeRepository) -> None:

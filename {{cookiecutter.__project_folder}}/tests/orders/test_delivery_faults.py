@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.outbox import Outbox, OutboxMessage
+from app.core.unit_of_work import Work
 from app.main import create_app
 from app.models import Order
 from app.orders.status import OrderStatus
@@ -162,11 +163,12 @@ async def test_sweeps_while_no_worker_runs_queue_one_copy_per_order(
     requeued = []
     for _ in range(3):  # three sweeps, one a minute in production, while no worker runs
         async with committed() as session:
-            outbox.attach(session)
-            result = await order_service(session).sweep(
+            work = Work(session=session, outbox=outbox)
+            result = await order_service(work).sweep(
                 processing_timeout=3600, requeue_pending_after=0
             )
-            await outbox.commit(session)
+            await session.commit()
+        await work.published()
         requeued.append(result.requeued)
 
     assert requeued[0] >= len(orders)

@@ -8,6 +8,7 @@ from httpx import AsyncClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.unit_of_work import Work
 from app.models import Order
 from app.orders.exceptions import InvalidTransition
 from app.orders.repository import OrderRepository
@@ -44,9 +45,9 @@ async def test_concurrent_status_changes_do_not_both_win(
 
     first, second, observer = committed(), committed(), committed()
     async with first, second, observer:
-        await order_service(first).cancel(order_id)
+        await order_service(Work(session=first)).cancel(order_id)
         second_pid = await backend_pid(second)
-        racing = asyncio.create_task(order_service(second).cancel(order_id))
+        racing = asyncio.create_task(order_service(Work(session=second)).cancel(order_id))
         await wait_until_blocked_on_a_lock(observer, second_pid)
         await first.commit()
 
@@ -73,7 +74,7 @@ async def test_created_order_is_committed_for_other_connections(
     order_id = uuid.UUID(response.json()["id"])
 
     async with committed() as other:
-        order = await OrderRepository(other).get_with_items(order_id)
+        order = await OrderRepository(Work(session=other)).get_with_items(order_id)
     assert order is not None
     assert order.status is OrderStatus.PENDING
     assert [(item.sku, item.quantity) for item in order.items] == [("A", 1)]
@@ -88,9 +89,9 @@ async def test_cancel_waits_for_a_running_fulfilment_and_then_refuses(
     worker, client, observer = committed(), committed(), committed()
     async with worker, client, observer:
         # The fulfilment has locked and completed the order, not yet committed.
-        await order_service(worker).fulfil(order_id)
+        await order_service(Work(session=worker)).fulfil(order_id)
         client_pid = await backend_pid(client)
-        cancelling = asyncio.create_task(order_service(client).cancel(order_id))
+        cancelling = asyncio.create_task(order_service(Work(session=client)).cancel(order_id))
         await wait_until_blocked_on_a_lock(observer, client_pid)
         await worker.commit()
 
@@ -112,9 +113,9 @@ async def test_fulfilment_after_a_cancel_leaves_the_order_cancelled(
 
     client, worker, observer = committed(), committed(), committed()
     async with client, worker, observer:
-        await order_service(client).cancel(order_id)
+        await order_service(Work(session=client)).cancel(order_id)
         worker_pid = await backend_pid(worker)
-        fulfilling = asyncio.create_task(order_service(worker).fulfil(order_id))
+        fulfilling = asyncio.create_task(order_service(Work(session=worker)).fulfil(order_id))
         await wait_until_blocked_on_a_lock(observer, worker_pid)
         await client.commit()
         await fulfilling

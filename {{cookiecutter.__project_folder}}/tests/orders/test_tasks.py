@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.unit_of_work import Work
 from app.models import Order
 from app.orders.repository import OrderRepository
 from app.orders.service import OrderService
@@ -33,7 +34,7 @@ def tasks() -> RecordedTasks:
 
 @pytest.fixture
 def service(session: AsyncSession, tasks: RecordedTasks) -> OrderService:
-    return OrderService(OrderRepository(session), tasks)
+    return OrderService(OrderRepository(Work(session=session)), tasks)
 
 
 async def status_of(session: AsyncSession, order: Order) -> OrderStatus:

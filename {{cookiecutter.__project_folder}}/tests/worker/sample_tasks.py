@@ -9,10 +9,10 @@ import signal
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.unit_of_work import Work
 from app.worker.broker import broker
-from app.worker.dependencies import TaskSession
+from app.worker.dependencies import TaskWork
 
 # The table `commit_fails` writes to: its test creates it, with a foreign key checked only at
 # COMMIT (DEFERRABLE INITIALLY DEFERRED), so a row pointing at no parent fails the commit itself.
@@ -51,12 +51,10 @@ async def slow(path: str, key: str, seconds: float) -> None:
 
 
 @broker.task(task_name="tests.hold_connection")
-async def hold_connection(
-    path: str, key: str, seconds: float, session: AsyncSession = TaskSession
-) -> None:
+async def hold_connection(path: str, key: str, seconds: float, work: Work = TaskWork) -> None:
     """Hold a connection of the worker's pool for ``seconds``."""
     append(path, f"start {key}")
-    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    await work.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
     append(path, f"done {key}")
 
 
@@ -70,13 +68,11 @@ async def explode(path: str) -> None:
 # A long timeout: a delivery whose failed commit went unsettled would be kept alive by its
 # heartbeat that long, not redelivered soon after.
 @broker.task(task_name="tests.commit_fails", timeout=60)
-async def commit_fails(
-    path: str, key: str, failures: int, session: AsyncSession = TaskSession
-) -> None:
+async def commit_fails(path: str, key: str, failures: int, work: Work = TaskWork) -> None:
     """Write a row whose commit fails on the first ``failures`` attempts, a valid one after."""
     attempt = note(path, "attempt")
     parent = MISSING_PARENT if attempt <= failures else None
-    await session.execute(
+    await work.session.execute(
         text(f"INSERT INTO {FAULT_TABLE} (key, parent_id) VALUES (:key, :parent)"),  # noqa: S608 - a constant
         {"key": key, "parent": parent},
     )

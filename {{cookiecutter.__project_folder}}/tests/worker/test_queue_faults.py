@@ -81,7 +81,7 @@ def logged(path: Path, event: str) -> list[Mapping[str, object]]:
     return found
 
 
-# A failing commit: the error escapes taskiq (it runs in the TaskSession's teardown).
+# A failing commit: the error escapes taskiq (it runs in the TaskWork's teardown).
 
 
 @pytest.mark.usefixtures("shared_worker", "fault_table")
