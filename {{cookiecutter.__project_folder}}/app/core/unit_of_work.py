@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.database import Invalidate, Reader, driver_connection
+from app.core.database import Borrowed, Leased, Reader, driver_connection
 from app.core.outbox import Outbox, PendingTask
 from app.core.state import app_state
 
@@ -22,12 +22,6 @@ from app.core.state import app_state
 async def get_outbox(request: Request) -> Outbox:
     """The outbox the lifespan put on the application's state."""
     return app_state(request, "outbox", Outbox)
-
-
-async def _left_to_the_owner(_exc: BaseException) -> None:
-    # A read inside a unit of work borrows its connection: the unit of work that leased it
-    # takes it out of the pool when it fails.
-    return
 
 
 class Work:
@@ -82,11 +76,11 @@ class Work:
         return self._outbox
 
     def reader(self) -> Reader:
-        """Reads inside this unit of work's transaction: they see what it wrote."""
+        """Reads inside this unit of work's transaction: they see what it wrote. The unit of
+        work that leased the connection takes it out of the pool should it fail."""
 
-        @asynccontextmanager
-        async def borrowed() -> AsyncIterator[tuple[asyncpg.Connection, Invalidate]]:
-            yield await self.connection(), _left_to_the_owner
+        async def borrowed() -> Leased:
+            return Borrowed(await self.connection())
 
         return Reader(borrowed)
 

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from functools import cache
 
+import asyncpg
 from sqlalchemy import (
     JSON,
     ColumnElement,
@@ -66,8 +67,9 @@ _ITEMS = (
     .scalar_subquery()
 )
 # The whole order as one JSON text, built by PostgreSQL: the response model validates it straight
-# from JSON (pydantic's fast path), with no row objects or type conversions in between.
-_ORDER_JSON = cast(
+# from JSON (pydantic's fast path), with no row objects or type conversions in between. A change
+# answers with it too (``UPDATE ... RETURNING``, in the repository).
+ORDER_JSON = cast(
     func.json_build_object(
         literal("id"),
         Order.id,
@@ -89,10 +91,14 @@ _ORDER_JSON = cast(
     Text,
 ).label("order")
 # Built and compiled once: composing the WHERE clause per request costs more than running it.
-_BY_ID = DriverStatement(
-    select(_ORDER_JSON, Order.version).where(Order.id == bindparam("order_id"))
-)
-_PAGE: Select[str] = select(_ORDER_JSON)
+_BY_ID = DriverStatement(select(ORDER_JSON, Order.version).where(Order.id == bindparam("order_id")))
+_PAGE: Select[str] = select(ORDER_JSON)
+
+
+def order_view(row: asyncpg.Record) -> OrderView:
+    """The order of a row holding ``ORDER_JSON`` and its version, with its entity tag."""
+    order: str = row["order"]
+    return OrderView(OrderRead.model_validate_json(order), strong_etag(str(row["version"])))
 
 
 class OrderQueries:
@@ -105,10 +111,7 @@ class OrderQueries:
         """The order with its items, or None."""
         async with self.reader.connection() as connection:
             row = await connection.fetchrow(_BY_ID.sql, *_BY_ID.arguments(order_id=order_id))
-        if row is None:
-            return None
-        order: str = row["order"]
-        return OrderView(OrderRead.model_validate_json(order), strong_etag(str(row["version"])))
+        return None if row is None else order_view(row)
 
     async def page(self, filters: OrderFilters) -> tuple[list[OrderRead], str | None]:
         """Orders matching the filters, oldest first, and the cursor of the next page (keyset

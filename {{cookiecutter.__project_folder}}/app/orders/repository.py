@@ -13,6 +13,8 @@ from sqlalchemy.orm import selectinload
 from app.core.database import Base, DriverStatement
 from app.core.repository import Repository
 from app.models import Order, OrderItem
+from app.orders.queries import ORDER_JSON, order_view
+from app.orders.schemas import OrderView
 from app.orders.status import OrderStatus
 
 # A new order is two Core INSERTs on the tables, built once: no ORM objects to track and no flush
@@ -55,6 +57,8 @@ _LOCK = DriverStatement(
     .where(_ORDERS.c.id == bindparam("order_id"))
     .with_for_update()
 )
+# It answers with the order as the read builds it (RETURNING the same JSON): no second statement
+# to read back what it changed.
 _SET_STATUS = DriverStatement(
     update(_ORDERS)
     .where(_ORDERS.c.id == bindparam("order_id"))
@@ -63,6 +67,7 @@ _SET_STATUS = DriverStatement(
         version=_ORDERS.c.version + 1,
         updated_at=func.clock_timestamp(),
     )
+    .returning(ORDER_JSON, _ORDERS.c.version)
 )
 
 
@@ -126,12 +131,14 @@ class OrderRepository(Repository[Order]):
         row = await driver.fetchrow(_LOCK.sql, *_LOCK.arguments(order_id=order_id))
         return None if row is None else (OrderStatus(row["status"]), row["version"])
 
-    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> None:
-        """Set the status of a locked order (and count a new version)."""
+    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> OrderView | None:
+        """Set the status of a locked order (and count a new version); the order as it is now,
+        as a read answers with it, or None when there is no such order."""
         driver = await self.work.connection()
-        await driver.execute(
+        row = await driver.fetchrow(
             _SET_STATUS.sql, *_SET_STATUS.arguments(order_id=order_id, new_status=status)
         )
+        return None if row is None else order_view(row)
 
     async def stale(
         self, status: OrderStatus, *, before: datetime, limit: int = 500

@@ -10,7 +10,6 @@ import structlog
 
 from app.core.conditional import IfMatch, check_if_match, strong_etag
 from app.orders.exceptions import InvalidTransition, OrderNotFound
-from app.orders.queries import OrderQueries
 from app.orders.repository import OrderRepository
 from app.orders.schemas import OrderCreate, OrderItemRead, OrderRead, OrderView
 from app.orders.status import OrderStatus, can_transition
@@ -83,12 +82,10 @@ class OrderService:
         check_if_match(if_match, strong_etag(str(version)))
         if not can_transition(previous, OrderStatus.CANCELLED):
             raise InvalidTransition(previous, OrderStatus.CANCELLED)
-        await self.repository.set_status(order_id, OrderStatus.CANCELLED)
-        log.info("order.status_changed", order_id=str(order_id), old=previous, new="cancelled")
-        # The order as this transaction now sees it, read like any other read.
-        view = await OrderQueries(self.repository.work.reader()).get(order_id)
+        view = await self.repository.set_status(order_id, OrderStatus.CANCELLED)
         if view is None:  # pragma: no cover - the row is locked by this transaction
             raise OrderNotFound(order_id)
+        log.info("order.status_changed", order_id=str(order_id), old=previous, new="cancelled")
         return view
 
     async def start_processing(self, order_id: uuid.UUID) -> None:
