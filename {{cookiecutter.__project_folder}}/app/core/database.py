@@ -1,9 +1,9 @@
 """SQLAlchemy 2 async on asyncpg: the engine, the session factory, the reader and the
 declarative base.
 
-The unit of work (a session that commits, then publishes its tasks) is in
+The unit of work (a transaction that commits, then publishes its tasks) is in
 ``app.core.unit_of_work``; requests that only read take a ``Reader`` instead
-(``Reader.of(request)``), and run ``DriverStatement``s on the driver's connection."""
+(``Reader.of(request)``); both run ``DriverStatement``s on the driver's connection."""
 
 import asyncio
 import uuid
@@ -183,10 +183,10 @@ class DriverStatement:
     Results come back as asyncpg decodes them, with no SQLAlchemy result processing: select text
     (PostgreSQL can build the JSON), numbers, UUIDs and timestamps.
 
-    Writes on a hot path run the same way, inside their unit of work (``driver_connection``)::
+    Writes on a hot path run the same way, inside their unit of work::
 
         NEW_ORDER = DriverStatement(insert(orders), columns=["id", "customer_email", ...])
-        driver = await driver_connection(session)
+        driver = await work.connection()
         row = await driver.fetchrow(NEW_ORDER.sql, *NEW_ORDER.arguments(id=..., ...))
     """
 

@@ -188,17 +188,14 @@ class Idempotency:
         if self.key is None:
             return None
         fingerprint = hashlib.sha256(content.model_dump_json().encode()).hexdigest()
+        claim = _CLAIM.arguments(
+            scope=self.scope, key=self.key, fingerprint=fingerprint, ttl=timedelta(seconds=self.ttl)
+        )
         driver = await work.connection()
         # Twice at most: a key that expires (and is purged) between the claim and the read
         # is claimed on the second try.
         record = None
         for _ in range(2):
-            claim = _CLAIM.arguments(
-                scope=self.scope,
-                key=self.key,
-                fingerprint=fingerprint,
-                ttl=timedelta(seconds=self.ttl),
-            )
             if await driver.fetchval(_CLAIM.sql, *claim) is not None:
                 self._claimed = True
                 return None

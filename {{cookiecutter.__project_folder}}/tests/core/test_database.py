@@ -39,7 +39,7 @@ from app.core.database import (
 )
 from app.core.errors import Conflict
 from app.core.outbox import Outbox
-from app.core.unit_of_work import UnitOfWork
+from app.core.unit_of_work import UnitOfWork, Work
 from app.settings import DatabaseSettings, OutboxSettings
 
 
@@ -364,3 +364,25 @@ async def test_a_unit_of_work_cancelled_mid_transaction_leaves_no_transaction_in
         await driver.execute(f"INSERT INTO {table} VALUES ('next')")  # noqa: S608
     async with Reader.on(engine).connection() as connection:
         assert await connection.fetchval(f"SELECT array_agg(note) FROM {table}") == ["next"]  # noqa: S608
+
+
+async def test_a_driver_unit_of_work_has_no_orm_session_and_says_how_to_get_one(
+    pooled: tuple[UnitOfWork, AsyncEngine, str],
+) -> None:
+    unit_of_work, _, _ = pooled
+    async with unit_of_work.begin() as work:
+        with pytest.raises(TypeError, match=r"begin\(orm=True\)"):
+            _ = work.session
+    async with unit_of_work.begin(orm=True) as work:
+        assert await work.session.scalar(text("SELECT 1")) == 1
+        # The driver's connection of an ORM unit of work is its session's, in its transaction.
+        transaction_id = "SELECT pg_current_xact_id()::text"
+        driver = await work.connection()
+        assert await driver.fetchval(transaction_id) == await work.session.scalar(
+            text(transaction_id)
+        )
+
+
+def test_a_unit_of_work_runs_on_a_connection_or_a_session() -> None:
+    with pytest.raises(TypeError, match="on a driver connection or on a session"):
+        Work()
