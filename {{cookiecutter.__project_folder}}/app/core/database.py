@@ -321,24 +321,18 @@ class _Pooled:
         await _to_the_end(greenlet_spawn(self.connection.close))  # back to the pool
 
 
-class Borrowed:
-    """A connection someone else holds (a unit of work, a test's transaction): used in its
-    transaction, given back as it was; ``invalidate`` (optional) takes it out of the pool."""
+class _Borrowed:
+    """The connection of an open SQLAlchemy connection (a test's transaction): used in its
+    transaction and given back as it was; invalidated through its owner."""
 
-    __slots__ = ("_invalidate", "driver")
+    __slots__ = ("driver", "owner")
 
-    def __init__(
-        self,
-        driver: asyncpg.Connection,
-        invalidate: Callable[[BaseException], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, driver: asyncpg.Connection, owner: AsyncConnection) -> None:
         self.driver = driver
-        self._invalidate = invalidate
+        self.owner = owner
 
     async def invalidate(self, exc: BaseException) -> None:
-        # Without its own way, the holder takes it out of the pool when its work fails.
-        if self._invalidate is not None:
-            await self._invalidate(exc)
+        await self.owner.invalidate(exc)
 
     async def give_back(self) -> None:
         return
@@ -452,7 +446,7 @@ class Reader:
                 # SQLAlchemy sends BEGIN with a transaction's first statement: make it happen,
                 # so that a read on the driver's connection runs inside that transaction.
                 await connection.exec_driver_sql("SELECT 1")
-            return Borrowed(driver, connection.invalidate)
+            return _Borrowed(driver, connection)
 
         return cls(borrowed)
 

@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.database import Borrowed, Leased, Reader, driver_connection
+from app.core.database import Reader, driver_connection
 from app.core.outbox import Outbox, PendingTask
 from app.core.state import app_state
 
@@ -74,15 +74,6 @@ class Work:
             msg = "this unit of work has no outbox (use UnitOfWork.begin or TaskWork)"
             raise TypeError(msg)
         return self._outbox
-
-    def reader(self) -> Reader:
-        """Reads inside this unit of work's transaction: they see what it wrote. The unit of
-        work that leased the connection takes it out of the pool should it fail."""
-
-        async def borrowed() -> Leased:
-            return Borrowed(await self.connection())
-
-        return Reader(borrowed)
 
     async def published(self) -> None:
         """After the commit: publish the tasks it wrote (the outbox's fast path)."""
