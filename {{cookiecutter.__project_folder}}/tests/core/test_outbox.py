@@ -6,11 +6,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
 from fastapi import FastAPI, Request
 from httpx import AsyncClient
 from nats.js.errors import NotFoundError
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncSession,
@@ -260,21 +262,23 @@ async def test_published_rows_handed_in_together_are_deleted_by_one_statement(
     await session.commit()
     statements: list[str] = []
 
-    def record(*args: object) -> None:
-        statements.append(str(args[2]))
+    def record(query: LoggedQuery) -> None:
+        statements.append(query.query)
 
-    event.listen(connection.sync_connection, "before_cursor_execute", record)
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    driver.add_query_logger(record)
     try:
         # Three requests publish before the deleting task gets to run: one DELETE for all.
         for task_id in ids:
             outbox.forget([task_id])
         await outbox.settle()
     finally:
-        event.remove(connection.sync_connection, "before_cursor_execute", record)
+        driver.remove_query_logger(record)
 
     assert await outbox_rows(session, publisher.queue) == []
     assert [s for s in statements if s.lstrip().upper().startswith("DELETE")] == [
-        str(_DELETE_PUBLISHED.compile(dialect=connection.dialect))
+        _DELETE_PUBLISHED.sql
     ]
 
 
