@@ -133,7 +133,8 @@ class Publisher(Protocol):
 
 
 class Outbox:
-    """The outbox of one process: commits units of work, publishes their tasks, relays."""
+    """The outbox of one process: publishes the tasks of committed units of work, deletes their
+    rows, and relays what the fast path missed."""
 
     def __init__(
         self,
