@@ -68,19 +68,44 @@ def _expected_seconds(item: pytest.Item) -> float:
     return 0.0 if marker is None else float(marker.kwargs.get("seconds", 1.0))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the longest tests first, so they run side by side and the quick ones fill the gaps,
-    instead of one process ending the run with a queue of long ones.
+# The xdist group of the tests on the shared worker: with ``--dist loadgroup`` one test process
+# runs them all, one after another, so a run starts one shared worker instead of one per process.
+SHARED_WORKER_GROUP = "shared_worker"
 
-    ``just test`` hands each process two tests to begin with, then one at a time as it finishes
-    one (``--dist load --maxschedchunk 1``): each slow test is followed by a quick one, so no
-    process begins with two long ones (a cluster's two tests in one process made the run 7 s
-    longer than it had to be).
+
+def _on_the_shared_worker(item: pytest.Item) -> bool:
+    return SHARED_WORKER_GROUP in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests on the shared worker, and order the others longest first, so the long
+    ones run side by side and the quick ones fill the gaps, instead of one process ending the
+    run with a queue of long ones.
+
+    ``just test`` (``--dist loadgroup``) gives the group to the first process and, to each of
+    the others, one test and then a second one before any has ended; after that, the next
+    test to whichever process ends one. So the ``processes - 1`` longest tests come first, each
+    followed by a quick one (a cluster's two tests in one process made the run 7 s longer than
+    it had to be), then long and quick ones alternate.
     """
-    slow = sorted((i for i in items if _expected_seconds(i)), key=_expected_seconds, reverse=True)
-    quick = [item for item in items if not _expected_seconds(item)]
-    paired = [test for pair in zip(slow, quick, strict=False) for test in pair]
-    items[:] = paired + slow[len(paired) // 2 :] + quick[len(paired) // 2 :]
+    grouped = [item for item in items if _on_the_shared_worker(item)]
+    for item in grouped:
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER_GROUP))
+    others = [item for item in items if not _on_the_shared_worker(item)]
+    slow = sorted((i for i in others if _expected_seconds(i)), key=_expected_seconds, reverse=True)
+    quick = [item for item in others if not _expected_seconds(item)]
+    first = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1)
+    paired = max(0, min(len(slow), len(quick)) - first)
+    alternating = [test for pair in zip(slow[first:], quick[first:], strict=False) for test in pair]
+    items[:] = [
+        *grouped,
+        *slow[:first],
+        *quick[:first],
+        *alternating,
+        *slow[first + paired :],
+        *quick[first + paired :],
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -314,9 +339,9 @@ async def shared_worker(
     """One real ``taskiq worker`` on the shared queue, for every test that needs a worker of the
     usual kind and neither stops nor reconfigures it (a worker takes seconds to start).
 
-    Tests on it run one at a time (one pytest process), so each finds the queue as the one before
-    left it: settled, or about to be. Each one identifies what it sent (task ids, trace files of
-    its own) rather than counting everything in the queue.
+    Tests on it run one at a time, in one pytest process (they are one xdist group), so each
+    finds the queue as the one before left it: settled, or about to be. Each one identifies what
+    it sent (task ids, trace files of its own) rather than counting everything in the queue.
     """
     env = process_env(shared_queue, TEST_TICK_FILE=str(shared_worker_ticks))
     worker = start_worker(env, output=shared_worker_log)

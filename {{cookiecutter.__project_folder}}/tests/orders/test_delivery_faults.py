@@ -121,6 +121,7 @@ async def _all(
     return await statuses(factory, ids) == {wanted: len(ids)}
 
 
+@pytest.mark.slow(seconds=5)
 async def test_order_of_an_api_killed_before_publishing_is_relayed_and_processed_once(
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -177,6 +178,7 @@ async def test_sweeps_while_no_worker_runs_queue_one_copy_per_order(
     assert info.state.messages == requeued[0], "JetStream dropped the repeated requests"
 
 
+@pytest.mark.slow(seconds=3)
 async def test_sweep_fulfils_a_processing_order_whose_fulfilment_was_lost(
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -96,6 +96,7 @@ async def test_order_with_an_unavailable_item_ends_failed_with_a_reason(
     assert body["failure_reason"] == "Not available: UNAVAILABLE-2"
 
 
+@pytest.mark.slow(seconds=3)
 async def test_scheduler_sweep_fails_an_order_stuck_in_processing(
     fresh_queue: Settings, committed: async_sessionmaker[AsyncSession]
 ) -> None:

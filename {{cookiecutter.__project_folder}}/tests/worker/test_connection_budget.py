@@ -38,6 +38,7 @@ def test_worker_concurrency_beyond_the_pool_is_refused() -> None:
         Settings(database=DatabaseSettings(pool_size=4), worker=WorkerSettings(concurrency=4))
 
 
+@pytest.mark.slow(seconds=3)
 @pytest.mark.usefixtures("producer")
 async def test_worker_runs_no_more_tasks_at_once_than_its_pool_serves(
     fresh_queue: Settings, trace: Path

@@ -89,6 +89,7 @@ async def test_task_longer_than_ack_wait_runs_once(
     assert lines(trace) == ["start long", "done long"], "the heartbeat must prevent a second run"
 
 
+@pytest.mark.slow(seconds=3)
 @pytest.mark.usefixtures("producer")
 async def test_sigterm_lets_the_running_task_finish(fresh_queue: Settings, trace: Path) -> None:
     worker = start_worker(process_env(fresh_queue))
@@ -125,6 +126,7 @@ async def _consumer_exists(settings: Settings) -> bool:
     return int(info.num_waiting or 0) > 0
 
 
+@pytest.mark.slow(seconds=5)
 @pytest.mark.usefixtures("producer")
 async def test_no_task_is_lost_when_the_worker_is_killed(
     fresh_queue: Settings, trace: Path
@@ -150,6 +152,7 @@ async def test_no_task_is_lost_when_the_worker_is_killed(
     assert done_before < set(keys), "the kill must interrupt the burst"
 
 
+@pytest.mark.slow(seconds=5)
 async def test_worker_recovers_after_a_nats_restart(
     fresh_queue: Settings, trace: Path, tmp_path: Path
 ) -> None:
