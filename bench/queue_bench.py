@@ -83,8 +83,7 @@ STOP_TIMEOUT = 20.0
 POLL_INTERVAL = 0.0005
 WORKER_COMMAND = (
     "-m",
-    "taskiq",
-    "worker",
+    "app.worker",  # `just worker`: `taskiq worker` with the service's logging
     "app.worker.broker:broker",
     TEST_TASKS,
     *DISCOVER_TASKS,  # as `just worker` finds tasks and leaves logging to the app

@@ -125,7 +125,7 @@ def test_the_processes_run_the_commands_and_probes_the_readme_gives(
     assert api_container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert api_container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     [worker_container] = worker["spec"]["template"]["spec"]["containers"]
-    assert worker_container["command"][:2] == ["taskiq", "worker"]
+    assert worker_container["command"][:3] == ["python", "-m", "app.worker"]
     probe = worker_container["readinessProbe"]["exec"]["command"]
     assert probe == ["python", "-m", "app.worker.probe"]
     [scheduler_container] = scheduler["spec"]["template"]["spec"]["containers"]

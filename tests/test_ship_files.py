@@ -101,14 +101,20 @@ def test_compose_commands_use_the_image_entry_points(bake: Bake) -> None:
     meta = tomllib.loads((project / "pyproject.toml").read_text())
     dependencies = " ".join(meta["project"]["dependencies"])
 
-    executables = {
-        service["command"][0]
+    commands = [
+        service["command"]
         for service in compose["services"].values()
         if isinstance(service.get("command"), list) and service.get("build") is not None
-    }
-    assert executables == {"alembic", "taskiq"}
-    for executable in executables:
+    ]
+    executables = {command[0] for command in commands}
+    assert executables == {"alembic", "taskiq", "python"}
+    for executable in executables - {"python"}:
         assert executable in dependencies
+    # `python -m` runs a module of the project (the worker: taskiq worker with the app's logging).
+    for command in commands:
+        if command[0] == "python":
+            assert command[1] == "-m"
+            assert (project / command[2].replace(".", "/") / "__main__.py").is_file(), command
     for name in ("worker", "scheduler"):
         target = next(arg for arg in compose["services"][name]["command"] if ":" in arg)
         module, _, attribute = target.partition(":")

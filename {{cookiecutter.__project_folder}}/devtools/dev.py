@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         migrate(database_url)
         uvicorn = ["uvicorn", "--factory", "app.main:create_app", "--port", str(args.port)]
         uvicorn += ["--no-access-log"] + ([] if args.no_reload else ["--reload"])
-        worker = ["taskiq", "worker", "app.worker.broker:broker", *TASKS]
+        worker = ["app.worker", "app.worker.broker:broker", *TASKS]
         worker += [] if args.workers is None else ["--workers", str(args.workers)]
         processes = [
             start(uvicorn, env),

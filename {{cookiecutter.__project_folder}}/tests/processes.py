@@ -84,7 +84,7 @@ def _spawn(
 
 
 def _start_taskiq(
-    command: str,
+    command: Sequence[str],
     target: str,
     options: list[str],
     env: Mapping[str, str],
@@ -92,23 +92,23 @@ def _start_taskiq(
     modules: Sequence[str] = (),
     output: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Run ``taskiq <command> <target>`` from the project root in its own process group.
+    """Run ``python -m <command> <target>`` from the project root in its own process group.
 
     It imports the test tasks and ``modules`` besides the app's. Its output goes to ``output``
     when given (a test can watch it while the process runs), else to a file ``stop`` reads.
     """
     # argparse takes the positional modules only before the first option.
-    arguments = ["-m", "taskiq", command, target, TEST_TASKS, *modules, *DISCOVER_TASKS, *options]
+    arguments = ["-m", *command, target, TEST_TASKS, *modules, *DISCOVER_TASKS, *options]
     return _spawn(arguments, env, output)
 
 
 def start_worker(
     env: Mapping[str, str], *, modules: Sequence[str] = (), output: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """``taskiq worker`` as ``just worker`` runs it; ``modules``: more task modules to import."""
+    """The worker as ``just worker`` runs it; ``modules``: more task modules to import."""
     options = ["--workers", "1", "--max-async-tasks", "10"]
     return _start_taskiq(
-        "worker", "app.worker.broker:broker", options, env, modules=modules, output=output
+        ["app.worker"], "app.worker.broker:broker", options, env, modules=modules, output=output
     )
 
 
@@ -117,7 +117,11 @@ def start_scheduler(
 ) -> subprocess.Popen[bytes]:
     """``taskiq scheduler`` as ``just scheduler`` runs it."""
     return _start_taskiq(
-        "scheduler", "app.worker.scheduler:scheduler", ["--skip-first-run"], env, output=output
+        ["taskiq", "scheduler"],
+        "app.worker.scheduler:scheduler",
+        ["--skip-first-run"],
+        env,
+        output=output,
     )
 
 

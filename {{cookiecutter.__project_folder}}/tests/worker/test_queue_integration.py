@@ -111,6 +111,18 @@ async def test_idle_worker_stops_promptly_on_sigterm(fresh_queue: Settings) -> N
         output = stop(worker, signal.SIGTERM, timeout=10)
 
     assert worker.returncode == 0, output
+    # One JSON object per line, the supervising process's own lines included.
+    printed = output.splitlines()
+    assert [line for line in printed if not _is_json_object(line)] == [], output
+    supervisor = [json.loads(line) for line in printed if "taskiq.process-manager" in line]
+    assert any(event["event"].startswith("Stopped process") for event in supervisor), output
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 async def _consumer_exists(settings: Settings) -> bool:
