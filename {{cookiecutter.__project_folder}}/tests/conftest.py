@@ -96,8 +96,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow = sorted((i for i in others if _expected_seconds(i)), key=_expected_seconds, reverse=True)
     quick = [item for item in others if not _expected_seconds(item)]
     first = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1)
-    paired = max(0, min(len(slow), len(quick)) - first)
     alternating = [test for pair in zip(slow[first:], quick[first:], strict=False) for test in pair]
+    paired = len(alternating) // 2
     items[:] = [
         *grouped,
         *slow[:first],
